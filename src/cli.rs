@@ -1,0 +1,259 @@
+//! The command line: `marquee [serve|migrate|seed-demo]`.
+//!
+//! Reads `.env`, then the environment (see `shared::config`). With no
+//! `DATABASE_URL`, starts the embedded PostgreSQL under `MARQUEE_DATA_DIR`
+//! (from this, the main thread, so it lives exactly as long as we do),
+//! generates and keeps the secrets it needs there, and loads the demo data.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+
+use crate::app::{Server, Tuning};
+use crate::core::db::Db;
+use crate::core::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use crate::shared::config::{Config, Secret};
+
+/// Marquee: real-time cinema seat booking over WebSocket, rules in PostgreSQL.
+#[derive(Parser)]
+#[command(name = "marquee", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Serve HTTP and WebSocket (the default).
+    Serve,
+    /// Apply migrations and `sql/`, then exit.
+    Migrate,
+    /// Load (or top up) the demo cinemas, films and screenings, then exit.
+    SeedDemo,
+}
+
+/// The database the commands use, and the embedded cluster if we run one.
+struct Database {
+    url: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+pub fn main() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    match run(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("marquee: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    let mut config = Config::from_env().map_err(|e| format!("configuration: {e}"))?;
+    let mut database = open_database(&mut config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let embedded = database.embedded.is_some();
+    let result = runtime.block_on(async {
+        let db = Db::new(&database.url, 2).map_err(|e| format!("DATABASE_URL: {e}"))?;
+        let report = db
+            .migrate(command == Command::Migrate)
+            .await
+            .map_err(|e| format!("migration failed: {e}"))?;
+        for m in &report.migrations_applied {
+            tracing::info!(migration = %m, "applied");
+        }
+        match command {
+            Command::Migrate => {
+                println!(
+                    "migrations applied: {}; sql/ re-applied: {}",
+                    report.migrations_applied.len(),
+                    report.sql_applied
+                );
+                Ok(())
+            }
+            Command::SeedDemo => {
+                seed(&db).await?;
+                println!("demo data loaded");
+                Ok(())
+            }
+            Command::Serve => {
+                if embedded {
+                    seed(&db).await?;
+                }
+                serve(config).await
+            }
+        }
+    });
+    drop(runtime);
+    if let Some(pg) = database.embedded.as_mut() {
+        pg.stop();
+    }
+    result
+}
+
+async fn seed(db: &Db) -> Result<(), String> {
+    let c = db.conn().await.map_err(|e| e.to_string())?;
+    c.execute("SELECT admin.seed_demo()", &[])
+        .await
+        .map_err(|e| format!("seed-demo failed: {}", crate::core::db::describe(&e)))?;
+    Ok(())
+}
+
+fn bind(addr: SocketAddr, var: &str) -> Result<tokio::net::TcpListener, String> {
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("{var}: cannot listen on {addr}: {e}"))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("{var}: {e}"))?;
+    tokio::net::TcpListener::from_std(l).map_err(|e| format!("{var}: {e}"))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let http = bind(SocketAddr::new(config.bind_addr, config.port), "PORT")?;
+    let ws = bind(SocketAddr::new(config.bind_addr, config.ws_port), "WS_PORT")?;
+    let server = Server::start(config, http, ws, Tuning::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "Marquee {} listening: HTTP http://{}  WebSocket ws://{}/  (Ctrl-C stops)",
+        server.replica_id, server.http_addr, server.ws_addr
+    );
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn open_database(config: &mut Config) -> Result<Database, String> {
+    if let Some(url) = &config.database_url {
+        if config.jwt_secret.is_none() {
+            return Err("JWT_SECRET: required when DATABASE_URL is set (replicas must share it; at least 32 bytes)".into());
+        }
+        return Ok(Database {
+            url: url.clone(),
+            embedded: None,
+        });
+    }
+    let data_dir = absolute(&config.data_dir)?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("MARQUEE_DATA_DIR: cannot create {}: {e}", data_dir.display()))?;
+    if config.jwt_secret.is_none() {
+        let s = kept_secret(&data_dir.join("jwt_secret"))?;
+        config.jwt_secret = Some(Secret::new(s.into_bytes()));
+    }
+    if config.totp_key.is_none() {
+        let k = kept_secret(&data_dir.join("totp_key"))?;
+        let bytes = hex::decode(k.trim()).map_err(|_| "totp_key in the data dir is not hex".to_string())?;
+        config.totp_key = Some(Secret::new(bytes));
+    }
+    let opts = EmbeddedOptions {
+        data_dir: data_dir.join("pg"),
+        socket_dir: socket_dir(&data_dir),
+        fsync_off: false,
+        settings: vec![("max_connections".into(), "200".into())],
+    };
+    eprintln!("marquee: starting the embedded PostgreSQL in {}", opts.data_dir.display());
+    let pg = EmbeddedPostgres::start(&opts).map_err(|e| e.to_string())?;
+    ensure_database(&pg, "marquee")?;
+    let url = pg.url("marquee");
+    eprintln!(
+        "marquee: embedded PostgreSQL ready; DBAs: psql \"{}\"",
+        pg.conn_string("marquee")
+    );
+    config.database_url = Some(url.clone());
+    Ok(Database {
+        url,
+        embedded: Some(pg),
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, String> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .map_err(|e| format!("MARQUEE_DATA_DIR: {e}"))
+}
+
+/// Unix socket paths are limited to ~107 bytes; fall back to /tmp.
+fn socket_dir(data_dir: &Path) -> PathBuf {
+    let dir = data_dir.join("run");
+    if dir.as_os_str().len() + 20 < 100 {
+        return dir;
+    }
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    std::env::temp_dir().join(format!("marquee-{}", hex::encode(&h[..6])))
+}
+
+/// Reads a secret kept in the data dir, creating it (0600) the first time.
+fn kept_secret(path: &Path) -> Result<String, String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        return Ok(s.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let s = hex::encode(bytes);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(s.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(s)
+}
+
+fn ensure_database(pg: &EmbeddedPostgres, name: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&pg.conn_string("postgres"), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("embedded PostgreSQL: {e}"))?;
+        let driver = tokio::spawn(conn);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    })
+}

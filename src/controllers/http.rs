@@ -1,0 +1,177 @@
+//! The HTTP controller on `PORT`: `/health`, `/ready`, `/metrics`, the auth
+//! cookie (`POST /auth/session`, `POST /auth/logout`), `/config.json` for
+//! the web client, and the web client's static files.
+//!
+//! Cookie: `token=<jwt>; HttpOnly; SameSite=Lax; Path=/; Max-Age=<ttl>`
+//! (`Secure` with `COOKIE_SECURE=true`). The POSTs check `Origin` against
+//! the same allow-list as the WebSocket upgrade, so a foreign page cannot
+//! plant or clear a cookie (login CSRF).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use warp::http::{header, HeaderValue, Response, StatusCode};
+use warp::{Filter, Rejection, Reply};
+
+use super::ws::origin_allowed;
+use super::{web, State};
+use crate::methods::auth::{authenticate, revoke_token, TokenCheck};
+use crate::shared::protocol::PROTOCOL_VERSION;
+
+/// Largest accepted request body.
+const MAX_BODY: u64 = 16 * 1024;
+
+fn json_reply(status: StatusCode, v: Value) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(&v), status).into_response()
+}
+
+fn error(status: StatusCode, code: &str) -> warp::reply::Response {
+    json_reply(status, json!({ "error": code }))
+}
+
+/// Every HTTP route.
+pub fn routes(
+    state: Arc<State>,
+    ws_port: u16,
+) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    let st = move || {
+        let s = state.clone();
+        warp::any().map(move || s.clone())
+    };
+    let health = warp::get()
+        .and(warp::path("health"))
+        .and(warp::path::end())
+        .map(|| json_reply(StatusCode::OK, json!({"status": "ok"})));
+    let ready = warp::get()
+        .and(warp::path("ready"))
+        .and(warp::path::end())
+        .and(st())
+        .then(|s: Arc<State>| async move {
+            let db = s.db.ping().await;
+            let listener = s.listener.is_up();
+            let status = if db && listener {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json_reply(
+                status,
+                json!({"status": if db && listener {"ready"} else {"unavailable"},
+                       "database": db, "listener": listener}),
+            )
+        });
+    let metrics = warp::get()
+        .and(warp::path("metrics"))
+        .and(warp::path::end())
+        .and(st())
+        .map(|s: Arc<State>| {
+            let pool = s.db.status();
+            let body = s.metrics.render(&[
+                ("marquee_db_pool_size", "Connections in the pool.", pool.size as f64),
+                ("marquee_db_pool_available", "Idle connections in the pool.", pool.available as f64),
+                ("marquee_db_pool_waiting", "Requests waiting for a pooled connection.", pool.waiting as f64),
+                ("marquee_listener_up", "1 while the LISTEN connection is up.", if s.listener.is_up() { 1.0 } else { 0.0 }),
+            ]);
+            warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4; charset=utf-8")
+                .into_response()
+        });
+    let config = warp::get()
+        .and(warp::path("config.json"))
+        .and(warp::path::end())
+        .map(move || json_reply(StatusCode::OK, json!({"ws_port": ws_port, "protocol": PROTOCOL_VERSION})));
+    let session = warp::post()
+        .and(warp::path!("auth" / "session"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::body::content_length_limit(MAX_BODY))
+        .and(warp::body::bytes())
+        .and(st())
+        .then(set_session);
+    let logout = warp::post()
+        .and(warp::path!("auth" / "logout"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::cookie::optional::<String>("token"))
+        .and(st())
+        .then(logout);
+    let files = warp::get()
+        .and(warp::path::full())
+        .and(warp::header::optional::<String>("if-none-match"))
+        .and_then(|path: warp::path::FullPath, inm: Option<String>| async move {
+            web::serve(path.as_str(), inm.as_deref()).ok_or_else(warp::reject::not_found)
+        });
+    health
+        .or(ready)
+        .or(metrics)
+        .or(config)
+        .or(session)
+        .or(logout)
+        .or(files)
+        .recover(|r: Rejection| async move {
+            let (status, code) = if r.is_not_found() {
+                (StatusCode::NOT_FOUND, "NOT_FOUND")
+            } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+                (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST")
+            } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+                (StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST")
+            } else {
+                (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+            };
+            Ok::<_, std::convert::Infallible>(error(status, code))
+        })
+}
+
+fn cookie(state: &State, value: &str, max_age: i64) -> String {
+    let secure = if state.config.cookie_secure { "; Secure" } else { "" };
+    format!("token={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}")
+}
+
+fn with_cookie(status: StatusCode, cookie: &str) -> warp::reply::Response {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.into_response()
+}
+
+async fn set_session(origin: Option<String>, body: Bytes, s: Arc<State>) -> warp::reply::Response {
+    if !origin_allowed(&s, origin.as_deref()) {
+        return error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    }
+    let token = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
+    let Some(token) = token else {
+        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    };
+    // Cookie-safe tokens only: a JWT is base64url segments and dots.
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    }
+    match authenticate(&s.db, &s.auth, &token).await {
+        TokenCheck::Valid(_) => {
+            let lifetime = s.auth.verify(&token).map(|c| c.lifetime_s()).unwrap_or(0);
+            with_cookie(StatusCode::NO_CONTENT, &cookie(&s, &token, lifetime))
+        }
+        TokenCheck::Invalid => error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        TokenCheck::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+    }
+}
+
+async fn logout(origin: Option<String>, token: Option<String>, s: Arc<State>) -> warp::reply::Response {
+    if !origin_allowed(&s, origin.as_deref()) {
+        return error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    }
+    if let Some(t) = token {
+        if let Err(e) = revoke_token(&s.db, &s.auth, &t).await {
+            tracing::warn!(error = %e, "logout could not revoke the session");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+        }
+    }
+    with_cookie(StatusCode::NO_CONTENT, &cookie(&s, "", 0))
+}

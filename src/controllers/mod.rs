@@ -1,0 +1,43 @@
+//! The edge: the WebSocket controller (upgrade, envelope, rate limit,
+//! dispatch) and the HTTP controller (health, readiness, metrics, the auth
+//! cookie, the demo web client). Methods and subscriptions meet here, and
+//! every internal error becomes a contract error code in `errors`.
+
+pub mod dispatch;
+pub mod errors;
+pub mod http;
+pub mod sessions;
+pub mod web;
+pub mod ws;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::core::db::Db;
+use crate::core::hub::Hub;
+use crate::core::listener::Listener;
+use crate::core::metrics::Metrics;
+use crate::methods::auth::AuthKeys;
+use crate::shared::config::Config;
+use crate::subscriptions::HallRouter;
+
+/// Everything a connection or HTTP request needs; shared by all of them.
+pub struct State {
+    pub config: Config,
+    /// Unique to this running server (two replicas in one process differ).
+    pub replica_id: String,
+    pub db: Db,
+    pub auth: AuthKeys,
+    pub hub: Hub,
+    pub router: Arc<HallRouter>,
+    pub listener: Listener,
+    pub metrics: Arc<Metrics>,
+    pub sessions: sessions::Sessions,
+    /// Origins allowed at the upgrade.
+    pub origins: Vec<String>,
+    /// Flips to true when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Per-connection send queue length.
+    pub send_queue: usize,
+}

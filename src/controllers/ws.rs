@@ -1,0 +1,400 @@
+//! The WebSocket controller: the upgrade (Origin allow-list, token from the
+//! `token` cookie or `Authorization: Bearer`), then one task per connection
+//! reading frames and one writer task draining its bounded queue.
+//!
+//! Per connection: requests are handled one at a time in arrival order (the
+//! reader awaits each), limited by a token bucket (burst 50, 50/s); frames
+//! over 64 KiB close with 1009; a peer silent for 60 s is dropped; the
+//! writer pings every 30 s.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::dispatch::{self, Answer, ConnState, METHODS};
+use super::sessions::Control;
+use super::State;
+use crate::core::hub::{close, Outbound, PeerQueue};
+use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
+use crate::shared::protocol::{
+    error_frame, frame, parse_request, push_frame, ErrorCode, WireError, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+};
+use crate::shared::rate::{retry_after_secs, TokenBucket};
+
+/// Server pings this often.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// A peer silent this long is dropped.
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// Frames tungstenite buffers before we can see them; we enforce the
+/// contract's 64 KiB ourselves so the close code is exact.
+const TRANSPORT_LIMIT: usize = 1024 * 1024;
+
+/// The WebSocket port's routes: `/` and `/ws`; anything else is 404.
+pub fn routes(
+    state: Arc<State>,
+) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    let path = warp::path::end()
+        .or(warp::path("ws").and(warp::path::end()))
+        .unify();
+    let with_state = warp::any().map(move || state.clone());
+    path.and(warp::ws())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::cookie::optional::<String>("token"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with_state)
+        .and_then(upgrade)
+        .recover(|r: Rejection| async move {
+            let status = if r.is_not_found() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Ok::<_, std::convert::Infallible>(warp::reply::with_status(
+                warp::reply::json(&json!({"error": if r.is_not_found() {"NOT_FOUND"} else {"BAD_REQUEST"}})),
+                status,
+            ))
+        })
+}
+
+/// The token a client presented, cookie first.
+fn presented_token(cookie: Option<String>, authorization: Option<String>) -> Option<String> {
+    cookie.filter(|t| !t.is_empty()).or_else(|| {
+        authorization.and_then(|h| {
+            let (scheme, token) = h.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        })
+    })
+}
+
+/// True when the Origin header (if any) is allowed.
+pub fn origin_allowed(state: &State, origin: Option<&str>) -> bool {
+    match origin {
+        None => true,
+        Some(o) => {
+            let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
+            state.origins.iter().any(|a| *a == o)
+        }
+    }
+}
+
+async fn upgrade(
+    ws: Ws,
+    origin: Option<String>,
+    cookie: Option<String>,
+    authorization: Option<String>,
+    state: Arc<State>,
+) -> Result<warp::reply::Response, Rejection> {
+    if !origin_allowed(&state, origin.as_deref()) {
+        return Ok(warp::reply::with_status(
+            warp::reply::json(&json!({"error": "FORBIDDEN"})),
+            StatusCode::FORBIDDEN,
+        )
+        .into_response());
+    }
+    let check = match presented_token(cookie, authorization) {
+        None => TokenCheck::Invalid,
+        Some(t) => authenticate(&state.db, &state.auth, &t).await,
+    };
+    Ok(ws
+        .max_message_size(TRANSPORT_LIMIT)
+        .max_frame_size(TRANSPORT_LIMIT)
+        .on_upgrade(move |socket| connection(socket, state, check))
+        .into_response())
+}
+
+fn session_frame(state: &State, conn: &ConnState) -> String {
+    frame(
+        "session",
+        None,
+        &json!({
+            "user": user_json(conn.user.as_ref()),
+            "server": state.replica_id,
+            "protocol": PROTOCOL_VERSION,
+        }),
+    )
+}
+
+async fn connection(socket: WebSocket, state: Arc<State>, check: TokenCheck) {
+    let (peer, queue) = state.hub.register(state.send_queue);
+    state.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    state.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let (sink, mut stream) = socket.split();
+    let (done_tx, mut writer_done) = watch::channel(false);
+    let writer = tokio::spawn(writer(sink, queue, done_tx));
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
+    let mut conn = ConnState {
+        peer: peer.clone(),
+        user: None,
+        candidates: Candidates::default(),
+    };
+    let mut refuse = false;
+    match check {
+        TokenCheck::Valid(u) => {
+            state.sessions.register(u.session, peer.id, ctl_tx.clone());
+            conn.user = Some(u);
+        }
+        TokenCheck::Invalid => {}
+        // A token we could not check: the client expects to be logged in,
+        // so it should retry rather than work anonymously.
+        TokenCheck::Unavailable => refuse = true,
+    }
+    if refuse {
+        let _ = peer.send(Outbound::Close(close::TRY_AGAIN_LATER)).await;
+    } else {
+        let _ = peer.send(Outbound::Text(session_frame(&state, &conn))).await;
+        serve(&state, &mut conn, &mut stream, &mut writer_done, &mut ctl_rx).await;
+    }
+    // Cleanup: subscriptions, session registry, hub.
+    state.router.drop_connection(peer.id);
+    if let Some(u) = &conn.user {
+        state.sessions.unregister(u.session, peer.id);
+    }
+    state.hub.unregister(peer.id);
+    state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    drop(conn);
+    // Let the writer flush a close frame, but not forever.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer_done.wait_for(|d| *d)).await;
+    writer.abort();
+}
+
+async fn serve(
+    state: &State,
+    conn: &mut ConnState,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    writer_done: &mut watch::Receiver<bool>,
+    ctl_rx: &mut mpsc::Receiver<Control>,
+) {
+    let mut bucket = TokenBucket::new(50, 50, Instant::now());
+    let mut last_seen = Instant::now();
+    let mut silence = tokio::time::interval(Duration::from_secs(5));
+    let mut shutdown = state.shutdown.clone();
+    if *shutdown.borrow() {
+        let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY)).await;
+        return;
+    }
+    loop {
+        let expiry = conn.user.as_ref().map(|u| u.expires_at);
+        let until_expiry = async move {
+            match expiry {
+                Some(t) => {
+                    let left = (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(left).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        enum Event {
+            Frame(Option<Result<Message, warp::Error>>),
+            WriterDone,
+            SessionEnded,
+            Silent,
+            Shutdown,
+        }
+        let event = tokio::select! {
+            msg = stream.next() => Event::Frame(msg),
+            _ = writer_done.wait_for(|d| *d) => Event::WriterDone,
+            Some(Control::SessionEnded) = ctl_rx.recv() => Event::SessionEnded,
+            _ = until_expiry => Event::SessionEnded,
+            _ = silence.tick() => {
+                if last_seen.elapsed() > SILENCE_LIMIT { Event::Silent } else { continue }
+            }
+            _ = shutdown.changed() => Event::Shutdown,
+        };
+        let close_with = match event {
+            Event::Frame(None) | Event::WriterDone => return,
+            Event::Frame(Some(Err(e))) => {
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("Space limit") {
+                    close::TOO_BIG
+                } else {
+                    return;
+                }
+            }
+            Event::Frame(Some(Ok(m))) => {
+                last_seen = Instant::now();
+                if m.is_close() {
+                    return;
+                }
+                if !(m.is_text() || m.is_binary()) {
+                    continue;
+                }
+                if m.as_bytes().len() > MAX_FRAME_BYTES {
+                    close::TOO_BIG
+                } else if on_frame(state, conn, &m, &mut bucket).await {
+                    continue;
+                } else {
+                    return;
+                }
+            }
+            Event::SessionEnded => {
+                end_session(state, conn).await;
+                continue;
+            }
+            Event::Silent => {
+                conn.peer.close(close::GOING_AWAY);
+                return;
+            }
+            Event::Shutdown => close::GOING_AWAY,
+        };
+        // A graceful close: after what is queued, then wait for the writer.
+        let _ = conn.peer.send(Outbound::Close(close_with)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer_done.wait_for(|d| *d)).await;
+        return;
+    }
+}
+
+/// The connection's session ended (logout, revocation, expiry): it becomes
+/// anonymous, is told so, and its subscriptions lose their `mine` marks.
+async fn end_session(state: &State, conn: &mut ConnState) {
+    let Some(user) = conn.user.take() else {
+        return;
+    };
+    state.sessions.unregister(user.session, conn.peer.id);
+    let _ = conn
+        .peer
+        .send(Outbound::Text(session_frame(state, conn)))
+        .await;
+    state.router.set_user(conn.peer.id, None);
+}
+
+/// Handles one data frame; false when the connection should end.
+async fn on_frame(
+    state: &State,
+    conn: &mut ConnState,
+    m: &Message,
+    bucket: &mut TokenBucket,
+) -> bool {
+    let parsed = if m.is_binary() {
+        None
+    } else {
+        m.to_str().ok().map(parse_request)
+    };
+    let (kind, eid): (Option<String>, Option<String>) = match &parsed {
+        Some(Ok(r)) => (Some(r.kind.clone()), Some(r.eid.clone())),
+        Some(Err(m)) => (m.kind.clone(), m.eid.clone()),
+        None => (None, None),
+    };
+    let (kind, eid) = (kind.as_deref(), eid.as_deref());
+    let label = kind.filter(|k| METHODS.contains(k)).unwrap_or("unknown");
+    let reply_kind = kind.unwrap_or("error");
+    if let Err(wait) = bucket.take(Instant::now()) {
+        let w = WireError::new(ErrorCode::RateLimited, "too many requests, slow down")
+            .with("retry_after_s", retry_after_secs(wait));
+        state.metrics.request(label, w.code.as_str());
+        return conn
+            .peer
+            .send(Outbound::Text(error_frame(reply_kind, eid, &w)))
+            .await
+            .is_ok();
+    }
+    let req = match parsed {
+        Some(Ok(r)) => r,
+        Some(Err(bad)) => {
+            let w = WireError::new(ErrorCode::BadRequest, bad.message);
+            state.metrics.request(label, w.code.as_str());
+            return conn
+                .peer
+                .send(Outbound::Text(error_frame(reply_kind, eid, &w)))
+                .await
+                .is_ok();
+        }
+        None => {
+            let w = WireError::new(ErrorCode::BadRequest, "frames must be JSON text");
+            state.metrics.request(label, w.code.as_str());
+            return conn
+                .peer
+                .send(Outbound::Text(error_frame("error", None, &w)))
+                .await
+                .is_ok();
+        }
+    };
+    let (answer, outcome) = dispatch::handle(state, conn, &req).await;
+    state.metrics.request(label, outcome);
+    match answer {
+        Answer::Frame(f) => conn.peer.send(Outbound::Text(f)).await.is_ok(),
+        Answer::Queued => true,
+        Answer::LoggedOut(f) => {
+            let ok = conn.peer.send(Outbound::Text(f)).await.is_ok();
+            end_session(state, conn).await;
+            ok
+        }
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Drains the queue into the socket, batching what is ready into one flush.
+async fn writer(mut sink: Sink, mut queue: PeerQueue, done: watch::Sender<bool>) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let closer = queue.closer.clone();
+    'outer: loop {
+        tokio::select! {
+            biased;
+            code = closer.closed() => {
+                let _ = sink.send(Message::close_with(code, reason(code))).await;
+                break;
+            }
+            msg = queue.rx.recv() => {
+                let Some(mut msg) = msg else { break };
+                loop {
+                    match msg {
+                        Outbound::Close(code) => {
+                            let _ = sink.send(Message::close_with(code, reason(code))).await;
+                            break 'outer;
+                        }
+                        other => {
+                            if sink.feed(to_message(other)).await.is_err() {
+                                break 'outer;
+                            }
+                        }
+                    }
+                    match queue.rx.try_recv() {
+                        Ok(next) => msg = next,
+                        Err(_) => break,
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+    let _ = done.send(true);
+}
+
+fn to_message(o: Outbound) -> Message {
+    match o {
+        Outbound::Text(s) => Message::text(s),
+        Outbound::Push { push, eid } => {
+            let mut s = String::new();
+            push_frame(&mut s, push.kind, &eid, &push.data, push.ts);
+            Message::text(s)
+        }
+        Outbound::Close(code) => Message::close_with(code, reason(code)),
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "server going away",
+        close::TOO_BIG => "frame larger than 64 KiB",
+        close::TRY_AGAIN_LATER => "try again later",
+        _ => "",
+    }
+}

@@ -1,0 +1,215 @@
+//! The database: the connection pool every request uses, and the schema
+//! runner (refinery migrations, then `sql/` re-applied in one transaction).
+//!
+//! Pooled connections carry `application_name=marquee`; the LISTEN
+//! connection (see [`super::listener`]) is separate and never pooled.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use sha2::{Digest, Sha256};
+use tokio_postgres::NoTls;
+
+use super::CoreError;
+
+mod embedded_files {
+    include!(concat!(env!("OUT_DIR"), "/sql_files.rs"));
+}
+pub use embedded_files::SQL_FILES;
+
+refinery::embed_migrations!("migrations");
+
+/// Any advisory-lock key works as long as every replica uses the same one.
+const MIGRATION_LOCK: i64 = 0x4d51_5545_4531; // "MQUEE1"
+
+/// How long a request waits for a pooled connection before `UNAVAILABLE`.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// The shared pool, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+/// A pooled connection; derefs to a `tokio_postgres::Client` with a
+/// prepared-statement cache (`prepare_cached`).
+pub type Conn = deadpool_postgres::Object;
+
+impl Db {
+    /// Builds the pool (connections are made lazily).
+    pub fn new(url: &str, size: usize) -> Result<Self, CoreError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| CoreError::Unavailable(format!("bad database URL: {e}")))?;
+        config.application_name("marquee");
+        config.connect_timeout(Duration::from_secs(5));
+        let mgr = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                // Fast: keep prepared statements across checkouts; a broken
+                // connection is noticed by `is_closed`.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| CoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool, config })
+    }
+
+    /// A pooled connection, or `Unavailable` when the database cannot be reached.
+    pub async fn conn(&self) -> Result<Conn, CoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// The connection settings, for connections that must not be pooled
+    /// (the LISTEN connection, the migration runner).
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// Pool occupancy, for `/metrics`.
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
+    /// True when a pooled connection answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        match tokio::time::timeout(Duration::from_secs(2), async {
+            let c = self.conn().await?;
+            c.simple_query("SELECT 1").await.map_err(CoreError::from)
+        })
+        .await
+        {
+            Ok(Ok(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Opens a connection that is not part of the pool.
+    pub async fn connect_direct(
+        &self,
+        application_name: &str,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        CoreError,
+    > {
+        let mut cfg = self.config.clone();
+        cfg.application_name(application_name);
+        cfg.connect(NoTls).await.map_err(super::error::classify)
+    }
+
+    /// Applies migrations and `sql/` under an advisory lock, so replicas
+    /// starting together take turns. With `force` false, `sql/` is skipped
+    /// when the same text was applied before (a fast restart).
+    pub async fn migrate(&self, force: bool) -> Result<MigrateReport, CoreError> {
+        let (mut client, conn) = self.connect_direct("marquee-migrate").await?;
+        let driver = tokio::spawn(conn);
+        let result = async {
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            let res = apply(&mut client, force).await;
+            let _ = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                .await;
+            res
+        }
+        .await;
+        drop(client);
+        let _ = driver.await;
+        result
+    }
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, Default)]
+pub struct MigrateReport {
+    pub migrations_applied: Vec<String>,
+    pub sql_applied: bool,
+}
+
+/// The SHA-256 of all `sql/` files, names included: what was applied.
+pub fn sql_digest() -> String {
+    let mut h = Sha256::new();
+    for (name, text) in SQL_FILES {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+async fn apply(
+    client: &mut tokio_postgres::Client,
+    force: bool,
+) -> Result<MigrateReport, CoreError> {
+    let report = migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(client)
+        .await
+        .map_err(|e| CoreError::Migration(e.to_string()))?;
+    let migrations_applied = report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS marquee_sql_state (
+                 id boolean PRIMARY KEY DEFAULT true CHECK (id),
+                 digest text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );
+             COMMENT ON TABLE marquee_sql_state IS
+                 'Digest of the sql/ files last applied by marquee, so a restart can skip re-applying them.';",
+        )
+        .await?;
+    let digest = sql_digest();
+    let current: Option<String> = client
+        .query_opt("SELECT digest FROM marquee_sql_state", &[])
+        .await?
+        .map(|r| r.get(0));
+    if !force && current.as_deref() == Some(digest.as_str()) {
+        return Ok(MigrateReport {
+            migrations_applied,
+            sql_applied: false,
+        });
+    }
+    let tx = client.transaction().await?;
+    for (name, text) in SQL_FILES {
+        tx.batch_execute(text)
+            .await
+            .map_err(|e| CoreError::Migration(format!("sql/{name}: {}", describe(&e))))?;
+    }
+    tx.execute(
+        "INSERT INTO marquee_sql_state (digest) VALUES ($1)
+         ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, applied_at = now()",
+        &[&digest],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(MigrateReport {
+        migrations_applied,
+        sql_applied: true,
+    })
+}
+
+/// The server's message of a failed statement (for operators, never clients).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,84 @@
+//! The model layer's errors, and the one mapping from SQLSTATE to them.
+//!
+//! SQL raises business errors with its own class `MQ` (see docs/sql.md);
+//! they are mapped by code, never by message text. Anything else is either
+//! `Unavailable` (the database cannot be reached) or `Internal`.
+
+use crate::core::CoreError;
+
+/// A failed model call.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("login required")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("the screening has started")]
+    ScreeningClosed,
+    #[error("seat limit reached")]
+    HoldLimit,
+    #[error("seats unavailable")]
+    SeatUnavailable(Vec<String>),
+    #[error("hold expired")]
+    HoldExpired(Vec<String>),
+    #[error("username taken")]
+    UsernameTaken,
+    #[error("rate limited")]
+    RateLimited { retry_after_s: u64 },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<CoreError> for ModelError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Unavailable(m) => ModelError::Unavailable(m),
+            CoreError::Db(e) => from_pg(e),
+            other => ModelError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ModelError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        from_pg(e)
+    }
+}
+
+fn seat_list(detail: Option<&str>) -> Vec<String> {
+    detail
+        .and_then(|d| serde_json::from_str::<Vec<String>>(d).ok())
+        .unwrap_or_default()
+}
+
+/// The one total function from a database error to a model error.
+pub fn from_pg(e: tokio_postgres::Error) -> ModelError {
+    let Some(db) = e.as_db_error() else {
+        return match crate::core::error::classify(e) {
+            CoreError::Unavailable(m) => ModelError::Unavailable(m),
+            other => ModelError::Internal(other.to_string()),
+        };
+    };
+    let detail = db.detail();
+    match db.code().code() {
+        "MQ400" => ModelError::BadRequest(db.message().to_owned()),
+        "MQ401" => ModelError::Unauthorized,
+        "MQ404" => ModelError::NotFound,
+        "MQ409" => ModelError::SeatUnavailable(seat_list(detail)),
+        "MQ410" => ModelError::ScreeningClosed,
+        "MQ411" => ModelError::HoldLimit,
+        "MQ412" => ModelError::HoldExpired(seat_list(detail)),
+        "MQ413" => ModelError::UsernameTaken,
+        "MQ429" => ModelError::RateLimited {
+            retry_after_s: detail.and_then(|d| d.trim().parse().ok()).unwrap_or(1),
+        },
+        // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
+        // and a statement cancelled by a shutdown
+        "57P01" | "57P02" | "57P03" | "53300" => ModelError::Unavailable(db.message().to_owned()),
+        code => ModelError::Internal(format!("{} ({code})", db.message())),
+    }
+}

@@ -1,0 +1,548 @@
+//! The hall router: subscribe without a gap, fan out each change once,
+//! resynchronise with a `hall_snapshot` whenever delivery cannot be proven
+//! complete.
+//!
+//! Gapless subscribe: the channel's LISTEN is confirmed first, then the
+//! subscriber is registered as *pending* (changes arriving meanwhile are
+//! buffered for it), then the snapshot (version V) is read; on activation the
+//! response is queued, then the buffered changes with a version above V, and
+//! from then on every change above the subscriber's last version. A change
+//! committed right after the snapshot is therefore always pushed, and never
+//! twice.
+//!
+//! Resync: a subscriber can be put in *buffering* mode (its changes are held
+//! back), a fresh snapshot is read, sent as `hall_snapshot`, and the held
+//! changes newer than it follow. That happens after the LISTEN connection
+//! was restored, on a "too large" notice, on a version gap, and for one
+//! connection when its user changed (logout, revocation).
+//!
+//! The state is behind one `std::sync::Mutex` that is never held across an
+//! await; notifications are handled synchronously under it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::core::db::Db;
+use crate::core::hub::{ConnId, Outbound, Peer, PushError, SharedPush};
+use crate::core::listener::Listener;
+use crate::core::metrics::Metrics;
+use crate::models::catalogue::{self, HallSnapshot};
+use crate::models::changes::ChangeSet;
+use crate::models::ModelError;
+use crate::shared::clock::now_ms;
+use crate::shared::ids::{hall_channel, ScreeningId, UserId};
+use crate::shared::protocol::push_frame;
+
+use super::render;
+
+/// At most this many subscriptions per connection (`LIMIT` beyond).
+pub const MAX_SUBSCRIPTIONS: usize = 16;
+
+/// Why a subscribe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("not found")]
+    NotFound,
+    #[error("too many subscriptions")]
+    Limit,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<ModelError> for SubscriptionError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::NotFound => SubscriptionError::NotFound,
+            ModelError::Unavailable(m) => SubscriptionError::Unavailable(m),
+            other => SubscriptionError::Internal(other.to_string()),
+        }
+    }
+}
+
+struct Sub {
+    peer: Peer,
+    /// The subscribe request's eid, carried by every push.
+    eid: Arc<str>,
+    user: Option<UserId>,
+    /// Changes at or below this version are already reflected client-side.
+    min_version: i64,
+    /// `Some` while a resync is in flight: changes wait here.
+    held: Option<Vec<Arc<ChangeSet>>>,
+}
+
+struct Pending {
+    buffer: Vec<Arc<ChangeSet>>,
+}
+
+struct Screen {
+    channel: String,
+    /// The last version seen in a notification (or the first snapshot), for
+    /// gap detection.
+    version: Option<i64>,
+    subs: HashMap<ConnId, Sub>,
+    pending: HashMap<u64, Pending>,
+}
+
+#[derive(Default)]
+struct State {
+    screens: HashMap<ScreeningId, Screen>,
+    by_conn: HashMap<ConnId, HashSet<ScreeningId>>,
+    next_token: u64,
+}
+
+/// The subscriptions of one replica.
+pub struct HallRouter {
+    state: Mutex<State>,
+    db: Db,
+    listener: Listener,
+    metrics: Arc<Metrics>,
+}
+
+impl HallRouter {
+    pub fn new(db: Db, listener: Listener, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            db,
+            listener,
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `get_hall`: the snapshot as `user` sees it, without subscribing.
+    pub async fn get_hall(
+        &self,
+        screening: ScreeningId,
+        user: Option<UserId>,
+    ) -> Result<String, SubscriptionError> {
+        let snap = catalogue::hall_snapshot(&self.db, screening).await?;
+        Ok(render::snapshot(&snap, user))
+    }
+
+    /// `subscribe_hall`: on success the response has been queued on `peer`
+    /// (before any push), so the caller must not answer again.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        peer: &Peer,
+        user: Option<UserId>,
+        eid: &str,
+        screening: ScreeningId,
+    ) -> Result<(), SubscriptionError> {
+        let hall = catalogue::screening_hall(&self.db, screening).await?;
+        {
+            let st = self.lock();
+            if let Some(set) = st.by_conn.get(&peer.id) {
+                if set.len() >= MAX_SUBSCRIPTIONS && !set.contains(&screening) {
+                    return Err(SubscriptionError::Limit);
+                }
+            }
+        }
+        let channel = hall_channel(hall);
+        self.listener
+            .listen(&channel)
+            .await
+            .map_err(|e| SubscriptionError::Unavailable(e.to_string()))?;
+        let token = {
+            let mut st = self.lock();
+            st.next_token += 1;
+            let token = st.next_token;
+            st.screens
+                .entry(screening)
+                .or_insert_with(|| Screen {
+                    channel: channel.clone(),
+                    version: None,
+                    subs: HashMap::new(),
+                    pending: HashMap::new(),
+                })
+                .pending
+                .insert(
+                    token,
+                    Pending {
+                        buffer: Vec::new(),
+                    },
+                );
+            token
+        };
+        // If this future is dropped (the connection went away) or fails, the
+        // pending entry and its LISTEN reference are released.
+        let guard = PendingGuard {
+            router: self,
+            screening,
+            token,
+            armed: true,
+        };
+        let snap = catalogue::hall_snapshot(&self.db, screening).await?;
+        let mut guard = guard;
+        guard.armed = false;
+        self.activate(peer, user, eid, screening, token, &snap);
+        Ok(())
+    }
+
+    fn activate(
+        &self,
+        peer: &Peer,
+        user: Option<UserId>,
+        eid: &str,
+        screening: ScreeningId,
+        token: u64,
+        snap: &HallSnapshot,
+    ) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(screen) = st.screens.get_mut(&screening) else {
+            return;
+        };
+        let Some(pending) = screen.pending.remove(&token) else {
+            return;
+        };
+        if screen.version.is_none() {
+            screen.version = Some(snap.version);
+        }
+        let eid: Arc<str> = Arc::from(eid);
+        let mut frame = String::new();
+        push_frame(
+            &mut frame,
+            "subscribe_hall",
+            &eid,
+            &render::snapshot(snap, user),
+            now_ms(),
+        );
+        // A full queue closes the connection itself; nothing to do here.
+        let _ = peer.push(Outbound::Text(frame));
+        let mut sub = Sub {
+            peer: peer.clone(),
+            eid,
+            user,
+            min_version: snap.version,
+            held: None,
+        };
+        for change in pending.buffer {
+            self.deliver_one(&mut sub, &change);
+        }
+        let replaced = screen.subs.insert(peer.id, sub);
+        if replaced.is_some() {
+            // The old subscription's LISTEN reference is no longer needed.
+            self.listener.unlisten(&screen.channel);
+        } else {
+            self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        st.by_conn.entry(peer.id).or_default().insert(screening);
+    }
+
+    /// `unsubscribe_hall`; a no-op when not subscribed.
+    pub fn unsubscribe(&self, conn: ConnId, screening: ScreeningId) {
+        let mut st = self.lock();
+        self.remove_sub(&mut st, conn, screening);
+    }
+
+    /// Drops every subscription of a closed connection.
+    pub fn drop_connection(&self, conn: ConnId) {
+        let mut st = self.lock();
+        let screenings: Vec<ScreeningId> = st
+            .by_conn
+            .get(&conn)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for s in screenings {
+            self.remove_sub(&mut st, conn, s);
+        }
+        st.by_conn.remove(&conn);
+    }
+
+    fn remove_sub(&self, st: &mut State, conn: ConnId, screening: ScreeningId) {
+        if let Some(set) = st.by_conn.get_mut(&conn) {
+            set.remove(&screening);
+            if set.is_empty() {
+                st.by_conn.remove(&conn);
+            }
+        }
+        let Some(screen) = st.screens.get_mut(&screening) else {
+            return;
+        };
+        if screen.subs.remove(&conn).is_some() {
+            self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            self.listener.unlisten(&screen.channel);
+        }
+        if screen.subs.is_empty() && screen.pending.is_empty() {
+            st.screens.remove(&screening);
+        }
+    }
+
+    /// The connection's user changed (login elsewhere is not possible on an
+    /// open socket; this is logout, revocation or expiry): its `mine` marks
+    /// are wrong now, so each of its subscriptions gets a fresh snapshot.
+    pub fn set_user(self: &Arc<Self>, conn: ConnId, user: Option<UserId>) {
+        let screenings: Vec<ScreeningId> = {
+            let mut st = self.lock();
+            let list: Vec<ScreeningId> = st
+                .by_conn
+                .get(&conn)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            for s in &list {
+                if let Some(sub) = st.screens.get_mut(s).and_then(|sc| sc.subs.get_mut(&conn)) {
+                    sub.user = user;
+                    sub.held.get_or_insert_with(Vec::new);
+                }
+            }
+            list
+        };
+        for s in screenings {
+            self.spawn_resync(s);
+        }
+    }
+
+    /// The LISTEN connection was restored: anything may have been missed,
+    /// so every subscriber gets a snapshot.
+    pub fn resync_all(self: &Arc<Self>) {
+        let screenings: Vec<ScreeningId> = {
+            let mut st = self.lock();
+            for screen in st.screens.values_mut() {
+                hold_all(screen);
+                screen.version = None;
+            }
+            st.screens.keys().copied().collect()
+        };
+        for s in screenings {
+            self.spawn_resync(s);
+        }
+    }
+
+    /// Handles one NOTIFY payload from a hall channel.
+    pub fn on_notification(self: &Arc<Self>, payload: &str, received: Instant) {
+        self.metrics
+            .notifications_received
+            .fetch_add(1, Ordering::Relaxed);
+        let Some(change) = ChangeSet::parse(payload) else {
+            tracing::warn!(payload, "unreadable seat-change notification ignored");
+            return;
+        };
+        let screening = change.screening;
+        let change = Arc::new(change);
+        let mut resync = false;
+        let mut pushed = 0u64;
+        {
+            let mut st = self.lock();
+            let Some(screen) = st.screens.get_mut(&screening) else {
+                return;
+            };
+            for p in screen.pending.values_mut() {
+                p.buffer.push(change.clone());
+            }
+            match screen.version {
+                Some(v) if change.version <= v => {}
+                Some(v) if change.version > v + 1 => resync = true,
+                _ => {}
+            }
+            screen.version = Some(screen.version.map_or(change.version, |v| v.max(change.version)));
+            if change.resync {
+                resync = true;
+            }
+            if resync {
+                hold_all(screen);
+            }
+            for sub in screen.subs.values_mut() {
+                if let Some(held) = sub.held.as_mut() {
+                    held.push(change.clone());
+                }
+            }
+            if !change.resync {
+                pushed = self.fan_out(screen, &change);
+            }
+        }
+        self.metrics
+            .pushes_forwarded
+            .fetch_add(pushed, Ordering::Relaxed);
+        self.metrics.forwarding_lag(received.elapsed());
+        if resync {
+            self.spawn_resync(screening);
+        }
+    }
+
+    /// Sends one change to every live subscriber: serialized once for all,
+    /// plus once per user whose seats are in it.
+    fn fan_out(&self, screen: &mut Screen, change: &ChangeSet) -> u64 {
+        let ts = now_ms();
+        let mut shared: Option<Arc<SharedPush>> = None;
+        let mut variants: Vec<(UserId, Arc<SharedPush>)> = Vec::new();
+        let mut pushed = 0;
+        for sub in screen.subs.values_mut() {
+            if sub.held.is_some() || change.version <= sub.min_version {
+                continue;
+            }
+            let push = match sub.user.filter(|u| change.seats.iter().any(|s| s.user == Some(*u))) {
+                Some(u) => match variants.iter().find(|(v, _)| *v == u) {
+                    Some((_, p)) => p.clone(),
+                    None => {
+                        let p = Arc::new(SharedPush {
+                            kind: "hall_update",
+                            data: render::update(change, Some(u)),
+                            ts,
+                        });
+                        variants.push((u, p.clone()));
+                        p
+                    }
+                },
+                None => shared
+                    .get_or_insert_with(|| {
+                        Arc::new(SharedPush {
+                            kind: "hall_update",
+                            data: render::update(change, None),
+                            ts,
+                        })
+                    })
+                    .clone(),
+            };
+            sub.min_version = change.version;
+            if self.send(sub, push) {
+                pushed += 1;
+            }
+        }
+        pushed
+    }
+
+    fn send(&self, sub: &Sub, push: Arc<SharedPush>) -> bool {
+        match sub.peer.push(Outbound::Push {
+            push,
+            eid: sub.eid.clone(),
+        }) {
+            Ok(()) => true,
+            Err(PushError::SlowConsumer) => {
+                self.metrics
+                    .slow_consumers_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    /// Delivers one change to one subscriber (buffer flushes; rare path).
+    fn deliver_one(&self, sub: &mut Sub, change: &ChangeSet) -> bool {
+        if change.resync || change.version <= sub.min_version {
+            return true;
+        }
+        sub.min_version = change.version;
+        let push = Arc::new(SharedPush {
+            kind: "hall_update",
+            data: render::update(change, sub.user),
+            ts: now_ms(),
+        });
+        self.send(sub, push)
+    }
+
+    fn spawn_resync(self: &Arc<Self>, screening: ScreeningId) {
+        let router = self.clone();
+        tokio::spawn(async move { router.resync(screening).await });
+    }
+
+    /// Reads a snapshot and sends it to every subscriber that is holding
+    /// changes back, retrying while the database is unreachable.
+    async fn resync(&self, screening: ScreeningId) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let waiting = {
+                let st = self.lock();
+                st.screens
+                    .get(&screening)
+                    .is_some_and(|s| s.subs.values().any(|sub| sub.held.is_some()))
+            };
+            if !waiting {
+                return;
+            }
+            match catalogue::hall_snapshot(&self.db, screening).await {
+                Ok(snap) => {
+                    self.finish_resync(&snap);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(screening = screening.0, error = %e, "resync snapshot failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn finish_resync(&self, snap: &HallSnapshot) {
+        let ts = now_ms();
+        let mut st = self.lock();
+        let Some(screen) = st.screens.get_mut(&snap.screening) else {
+            return;
+        };
+        if screen.version.is_none_or(|v| v < snap.version) {
+            screen.version = Some(snap.version);
+        }
+        let mut variants: HashMap<Option<UserId>, Arc<SharedPush>> = HashMap::new();
+        let mut pushed = 0u64;
+        for sub in screen.subs.values_mut() {
+            let Some(held) = sub.held.take() else {
+                continue;
+            };
+            let key = sub
+                .user
+                .filter(|u| snap.seats.iter().any(|s| s.user == Some(*u)));
+            let push = variants
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(SharedPush {
+                        kind: "hall_snapshot",
+                        data: render::snapshot(snap, key),
+                        ts,
+                    })
+                })
+                .clone();
+            sub.min_version = snap.version;
+            if self.send(sub, push) {
+                pushed += 1;
+            }
+            for change in held {
+                self.deliver_one(sub, &change);
+            }
+        }
+        self.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .pushes_forwarded
+            .fetch_add(pushed, Ordering::Relaxed);
+    }
+}
+
+fn hold_all(screen: &mut Screen) {
+    for sub in screen.subs.values_mut() {
+        sub.held.get_or_insert_with(Vec::new);
+    }
+}
+
+/// Releases a pending subscription that never activated.
+struct PendingGuard<'a> {
+    router: &'a HallRouter,
+    screening: ScreeningId,
+    token: u64,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.router.lock();
+        let Some(screen) = st.screens.get_mut(&self.screening) else {
+            return;
+        };
+        if screen.pending.remove(&self.token).is_some() {
+            self.router.listener.unlisten(&screen.channel);
+        }
+        if screen.subs.is_empty() && screen.pending.is_empty() {
+            st.screens.remove(&self.screening);
+        }
+    }
+}
