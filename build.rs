@@ -17,7 +17,9 @@ fn main() {
     code.push_str("];\n");
     fs::write(Path::new(&out).join("sql_files.rs"), code).expect("write sql_files.rs");
 
-    let mut web = String::from("/// `web/**` as (path under web/, bytes).\npub const WEB_FILES: &[(&str, &[u8])] = &[\n");
+    let mut web = String::from(
+        "/// `web/**` as (path under web/, bytes).\npub const WEB_FILES: &[(&str, &[u8])] = &[\n",
+    );
     let mut stack = vec![Path::new(&root).join("web")];
     let mut entries = Vec::new();
     while let Some(dir) = stack.pop() {
@@ -53,7 +55,10 @@ fn files(dir: &Path, ext: &str) -> Vec<(String, String)> {
         .filter(|p| p.extension().is_some_and(|e| e == ext))
         .map(|p| {
             (
-                p.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
                 p.display().to_string(),
             )
         })

@@ -15,6 +15,8 @@ CREATE OR REPLACE FUNCTION internal.ensure_trigger(
 ) RETURNS boolean
 LANGUAGE plpgsql
 AS $$
+-- It runs DDL, so VOLATILE is right (plpgsql_check cannot see into EXECUTE):
+-- @plpgsql_check_options: performance_warnings = off
 DECLARE
     -- The comment carries a fingerprint of the definition it was created from.
     v_tag     text := '[ddl ' || md5(p_definition) || ']';

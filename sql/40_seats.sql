@@ -26,7 +26,7 @@ DECLARE
     v_starts_at   timestamptz;
     v_limit       int;
     v_ttl         int;
-    v_count       int;
+    v_count       bigint;
     v_unavailable bigint[];
     v_expires     timestamptz;
 BEGIN

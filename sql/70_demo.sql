@@ -8,7 +8,7 @@ DECLARE
     f       record;
     h       record;
     v_film  bigint;
-    v_films bigint[] := '{}';
+    v_films bigint[] := '{}'::bigint[];
     v_cin   bigint;
     v_hall  bigint;
     v_new   bigint[];

@@ -72,7 +72,11 @@ pub struct Server {
 }
 
 fn replica_id() -> String {
-    format!("marquee-{}-{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "marquee-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 impl Server {

@@ -115,8 +115,7 @@ async fn seed(db: &Db) -> Result<(), String> {
 fn bind(addr: SocketAddr, var: &str) -> Result<tokio::net::TcpListener, String> {
     let l = std::net::TcpListener::bind(addr)
         .map_err(|e| format!("{var}: cannot listen on {addr}: {e}"))?;
-    l.set_nonblocking(true)
-        .map_err(|e| format!("{var}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| format!("{var}: {e}"))?;
     tokio::net::TcpListener::from_std(l).map_err(|e| format!("{var}: {e}"))
 }
 
@@ -160,15 +159,20 @@ fn open_database(config: &mut Config) -> Result<Database, String> {
         });
     }
     let data_dir = absolute(&config.data_dir)?;
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("MARQUEE_DATA_DIR: cannot create {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        format!(
+            "MARQUEE_DATA_DIR: cannot create {}: {e}",
+            data_dir.display()
+        )
+    })?;
     if config.jwt_secret.is_none() {
         let s = kept_secret(&data_dir.join("jwt_secret"))?;
         config.jwt_secret = Some(Secret::new(s.into_bytes()));
     }
     if config.totp_key.is_none() {
         let k = kept_secret(&data_dir.join("totp_key"))?;
-        let bytes = hex::decode(k.trim()).map_err(|_| "totp_key in the data dir is not hex".to_string())?;
+        let bytes =
+            hex::decode(k.trim()).map_err(|_| "totp_key in the data dir is not hex".to_string())?;
         config.totp_key = Some(Secret::new(bytes));
     }
     let opts = EmbeddedOptions {
@@ -177,7 +181,10 @@ fn open_database(config: &mut Config) -> Result<Database, String> {
         fsync_off: false,
         settings: vec![("max_connections".into(), "200".into())],
     };
-    eprintln!("marquee: starting the embedded PostgreSQL in {}", opts.data_dir.display());
+    eprintln!(
+        "marquee: starting the embedded PostgreSQL in {}",
+        opts.data_dir.display()
+    );
     let pg = EmbeddedPostgres::start(&opts).map_err(|e| e.to_string())?;
     ensure_database(&pg, "marquee")?;
     let url = pg.url("marquee");
@@ -237,9 +244,10 @@ fn ensure_database(pg: &EmbeddedPostgres, name: &str) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&pg.conn_string("postgres"), tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("embedded PostgreSQL: {e}"))?;
+        let (client, conn) =
+            tokio_postgres::connect(&pg.conn_string("postgres"), tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("embedded PostgreSQL: {e}"))?;
         let driver = tokio::spawn(conn);
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])

@@ -85,7 +85,10 @@ const state = {
   hall: null,
   /** Seat ids the person selected on the current map. */
   selection: new Set(),
-  /** "<screening> <seat>" -> when our hold ends (ms, server clock), from hold_seats answers. */
+  /**
+   * "<screening> <seat>" -> {until, version} from hold_seats answers: when our
+   * hold ends (ms, server clock) and the hall version that shows it.
+   */
   holdUntil: new Map(),
   /** seat id -> "C7", from every snapshot seen (bookings and messages name seats). */
   seatNames: new Map(),
@@ -244,17 +247,14 @@ function showMessage(text, { code = '', kind = 'info' } = {}) {
 function showError(err, context) {
   if (!err || !err.code) console.error(err); // a bug, not a server answer
   else console.warn(`Marquee: ${context}`, err.code, err.data);
-  const names = (ids) => fmt.seatList(ids, (id) => (state.hall && state.hall.seats.get(id)) || null);
-  showMessage(fmt.describeError(err, context, names), { code: (err && err.code) || 'INTERNAL', kind: 'error' });
+  showMessage(fmt.describeError(err, context, seatNames), { code: (err && err.code) || 'INTERNAL', kind: 'error' });
 }
 
-/** Seat ids as "C7 and C8", using every map seen so far. */
+/** Seat ids as "C7 and C8", from the current map or any map seen before. */
 function seatNames(ids) {
   return fmt.seatList(ids, (id) => {
     const seat = state.hall && state.hall.seats.get(id);
-    if (seat) return seat;
-    const name = state.seatNames.get(id);
-    return name ? { row: name, number: '' } : null;
+    return seat ? fmt.seatShort(seat) : state.seatNames.get(id) || null;
   });
 }
 
@@ -463,8 +463,8 @@ function onHallError(ev) {
 function forgetEndedHolds(hall) {
   const prefix = `${hall.screeningId} `;
   const expired = [];
-  for (const [key, until] of state.holdUntil) {
-    if (!key.startsWith(prefix)) continue;
+  for (const [key, { until, version }] of state.holdUntil) {
+    if (!key.startsWith(prefix) || hall.version < version) continue; // our hold is not on the map yet
     const id = key.slice(prefix.length);
     const seat = hall.seats.get(id);
     if (seat && seat.mine && seat.status === 'held') continue;
@@ -560,7 +560,7 @@ function renderCountdown() {
     return;
   }
   c.hidden = false;
-  const ends = held.map((id) => state.holdUntil.get(`${state.hall.screeningId} ${id}`)).filter(Boolean);
+  const ends = held.map((id) => state.holdUntil.get(`${state.hall.screeningId} ${id}`)).filter(Boolean).map((h) => h.until);
   if (!ends.length) {
     // Held before this page loaded: the snapshot does not say until when.
     c.textContent = 'Seats held. Renew the hold to see the time left.';
@@ -620,7 +620,7 @@ function hold() {
     const p = plan();
     const res = await client.request('hold_seats', { screening_id: hall.screeningId, seat_ids: p.toHold });
     const until = Date.parse(res.expires_at);
-    for (const id of res.seat_ids) state.holdUntil.set(`${hall.screeningId} ${id}`, until);
+    for (const id of res.seat_ids) state.holdUntil.set(`${hall.screeningId} ${id}`, { until, version: res.version });
     await settle(hall, res.version, res.seat_ids);
     const tz = zoneOf(state.cinemaById.get(state.current.cinema_id));
     const time = fmt.formatTime(res.expires_at, tz);

@@ -100,7 +100,7 @@ export function upcomingDays(timeZone, count, nowMs = Date.now()) {
     const key = addDays(today, i);
     const { y, m, d } = parseDayKey(key);
     const date = weekday.format(Date.UTC(y, m - 1, d));
-    const label = i === 0 ? `Today, ${date}` : i === 1 ? `Tomorrow, ${date}` : date;
+    const label = i === 0 ? `Today (${date})` : i === 1 ? `Tomorrow (${date})` : date;
     days.push({ key, label });
   }
   return days;
@@ -170,14 +170,10 @@ export function seatLabel(seat) {
   return `Row ${seat.row} seat ${seat.number}, ${KIND_TEXT[seat.kind] || seat.kind}, ${statusText(seat)}`;
 }
 
-/** "C7, C8 and D1" for seat ids, given a lookup id -> seat (unknown ids count as "a seat"). */
-export function seatList(ids, lookup) {
-  const names = ids.map((id) => {
-    const seat = lookup(id);
-    return seat ? seatShort(seat) : null;
-  });
-  const known = names.filter(Boolean);
-  const unknown = names.length - known.length;
+/** "C7, C8 and D1" for seat ids, given `nameOf(id)` -> "C7" or null (unknown ids are counted). */
+export function seatList(ids, nameOf) {
+  const known = ids.map(nameOf).filter(Boolean);
+  const unknown = ids.length - known.length;
   if (unknown) known.push(unknown === 1 ? 'one more seat' : `${unknown} more seats`);
   if (known.length <= 1) return known.join('');
   return `${known.slice(0, -1).join(', ')} and ${known[known.length - 1]}`;
@@ -205,8 +201,9 @@ export function describeError(err, context = '', seatNames = (ids) => plural(ids
     case 'UNKNOWN_METHOD':
       return 'The server does not know this action; it may run an older version than this page.';
     case 'UNAUTHORIZED':
-      if (context === 'auth_session') return 'Sign-in could not be completed: the server refused the token. Please try again.';
-      return 'Please sign in first: enter a username on the right.';
+      // auth_verify itself never answers UNAUTHORIZED: this is POST /auth/session refusing the token.
+      if (context === 'auth_verify') return 'Sign-in could not be completed: the server refused the token. Please try again.';
+      return 'Please sign in first (see "Sign in or register").';
     case 'FORBIDDEN':
       return 'You are not allowed to do that.';
     case 'NOT_FOUND':

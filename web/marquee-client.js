@@ -539,7 +539,11 @@ export class MarqueeClient extends EventTarget {
     } catch (err) {
       throw new MarqueeError('HTTP', `${path}: ${err.message}`, { data: { status: 0 } });
     }
-    if (res.ok) return;
+    if (res.ok) {
+      // Read the (empty) body so the browser finishes the request instead of aborting it.
+      if (typeof res.text === 'function') await res.text().catch(() => {});
+      return;
+    }
     let code = 'HTTP';
     try {
       const json = await res.json();

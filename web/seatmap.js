@@ -78,6 +78,10 @@ export class SeatMap {
    */
   render(seats, selection) {
     const list = [...seats];
+    if (!list.length) {
+      this.showMessage('This hall has no seats.');
+      return;
+    }
     const same = list.length === this.buttons.size && list.every((s) => this.buttons.has(s.id));
     if (!same) this.#build(list);
     for (const seat of list) this.#paint(seat, selection.has(seat.id));
@@ -107,10 +111,6 @@ export class SeatMap {
     this.rows.clear();
     this.xOf.clear();
     this.root.replaceChildren();
-    if (!seats.length) {
-      this.showMessage('This hall has no seats.');
-      return;
-    }
     const xs = seats.map((s) => s.x);
     const ys = seats.map((s) => s.y);
     const minX = Math.min(...xs);

@@ -86,11 +86,15 @@ pub async fn handle(state: &State, conn: &mut ConnState, req: &Request) -> (Answ
         "get_screenings" => methods::catalogue::get_screenings(&ctx, &p)
             .await
             .map_err(Fail::from),
-        "hold_seats" => methods::seats::hold_seats(&ctx, &p).await.map_err(Fail::from),
+        "hold_seats" => methods::seats::hold_seats(&ctx, &p)
+            .await
+            .map_err(Fail::from),
         "release_seats" => methods::seats::release_seats(&ctx, &p)
             .await
             .map_err(Fail::from),
-        "book_seats" => methods::seats::book_seats(&ctx, &p).await.map_err(Fail::from),
+        "book_seats" => methods::seats::book_seats(&ctx, &p)
+            .await
+            .map_err(Fail::from),
         "cancel_booking" => methods::seats::cancel_booking(&ctx, &p)
             .await
             .map_err(Fail::from),

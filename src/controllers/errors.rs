@@ -29,16 +29,19 @@ fn model(e: &ModelError) -> WireError {
         ModelError::BadRequest(m) => WireError::new(ErrorCode::BadRequest, m.clone()),
         ModelError::Unauthorized => WireError::new(ErrorCode::Unauthorized, "please log in first"),
         ModelError::NotFound => WireError::new(ErrorCode::NotFound, "not found"),
-        ModelError::ScreeningClosed => {
-            WireError::new(ErrorCode::ScreeningClosed, "the screening has already started")
-        }
+        ModelError::ScreeningClosed => WireError::new(
+            ErrorCode::ScreeningClosed,
+            "the screening has already started",
+        ),
         ModelError::HoldLimit => WireError::new(
             ErrorCode::HoldLimit,
             "you cannot hold or book more seats for this screening",
         ),
-        ModelError::SeatUnavailable(ids) => {
-            seats(ErrorCode::SeatUnavailable, "some seats are not available", ids)
-        }
+        ModelError::SeatUnavailable(ids) => seats(
+            ErrorCode::SeatUnavailable,
+            "some seats are not available",
+            ids,
+        ),
         ModelError::HoldExpired(ids) => seats(
             ErrorCode::HoldExpired,
             "your hold on some seats has expired; hold them again",
@@ -47,10 +50,11 @@ fn model(e: &ModelError) -> WireError {
         ModelError::UsernameTaken => {
             WireError::new(ErrorCode::UsernameTaken, "this username was just taken")
         }
-        ModelError::RateLimited { retry_after_s } => {
-            WireError::new(ErrorCode::RateLimited, "too many failed attempts, try again later")
-                .with("retry_after_s", *retry_after_s)
-        }
+        ModelError::RateLimited { retry_after_s } => WireError::new(
+            ErrorCode::RateLimited,
+            "too many failed attempts, try again later",
+        )
+        .with("retry_after_s", *retry_after_s),
         ModelError::Unavailable(cause) => unavailable(cause),
         ModelError::Internal(cause) => internal(cause),
     }
@@ -62,7 +66,9 @@ pub fn method(e: &MethodError) -> WireError {
         MethodError::BadRequest(m) => WireError::new(ErrorCode::BadRequest, m.clone()),
         MethodError::Unauthorized => WireError::new(ErrorCode::Unauthorized, "please log in first"),
         MethodError::NotFound => WireError::new(ErrorCode::NotFound, "not found"),
-        MethodError::InvalidCode => WireError::new(ErrorCode::InvalidCode, "that code is not valid"),
+        MethodError::InvalidCode => {
+            WireError::new(ErrorCode::InvalidCode, "that code is not valid")
+        }
         MethodError::Model(m) => model(m),
         MethodError::Internal(cause) => internal(cause),
     }
@@ -72,10 +78,9 @@ pub fn method(e: &MethodError) -> WireError {
 pub fn subscription(e: &SubscriptionError) -> WireError {
     match e {
         SubscriptionError::NotFound => WireError::new(ErrorCode::NotFound, "not found"),
-        SubscriptionError::Limit => WireError::new(
-            ErrorCode::Limit,
-            "at most 16 subscriptions per connection",
-        ),
+        SubscriptionError::Limit => {
+            WireError::new(ErrorCode::Limit, "at most 16 subscriptions per connection")
+        }
         SubscriptionError::Unavailable(cause) => unavailable(cause),
         SubscriptionError::Internal(cause) => internal(cause),
     }

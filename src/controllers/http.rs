@@ -68,18 +68,43 @@ pub fn routes(
         .map(|s: Arc<State>| {
             let pool = s.db.status();
             let body = s.metrics.render(&[
-                ("marquee_db_pool_size", "Connections in the pool.", pool.size as f64),
-                ("marquee_db_pool_available", "Idle connections in the pool.", pool.available as f64),
-                ("marquee_db_pool_waiting", "Requests waiting for a pooled connection.", pool.waiting as f64),
-                ("marquee_listener_up", "1 while the LISTEN connection is up.", if s.listener.is_up() { 1.0 } else { 0.0 }),
+                (
+                    "marquee_db_pool_size",
+                    "Connections in the pool.",
+                    pool.size as f64,
+                ),
+                (
+                    "marquee_db_pool_available",
+                    "Idle connections in the pool.",
+                    pool.available as f64,
+                ),
+                (
+                    "marquee_db_pool_waiting",
+                    "Requests waiting for a pooled connection.",
+                    pool.waiting as f64,
+                ),
+                (
+                    "marquee_listener_up",
+                    "1 while the LISTEN connection is up.",
+                    if s.listener.is_up() { 1.0 } else { 0.0 },
+                ),
             ]);
-            warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .into_response()
+            warp::reply::with_header(
+                body,
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .into_response()
         });
     let config = warp::get()
         .and(warp::path("config.json"))
         .and(warp::path::end())
-        .map(move || json_reply(StatusCode::OK, json!({"ws_port": ws_port, "protocol": PROTOCOL_VERSION})));
+        .map(move || {
+            json_reply(
+                StatusCode::OK,
+                json!({"ws_port": ws_port, "protocol": PROTOCOL_VERSION}),
+            )
+        });
     let session = warp::post()
         .and(warp::path!("auth" / "session"))
         .and(warp::header::optional::<String>("origin"))
@@ -96,9 +121,11 @@ pub fn routes(
     let files = warp::get()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("if-none-match"))
-        .and_then(|path: warp::path::FullPath, inm: Option<String>| async move {
-            web::serve(path.as_str(), inm.as_deref()).ok_or_else(warp::reject::not_found)
-        });
+        .and_then(
+            |path: warp::path::FullPath, inm: Option<String>| async move {
+                web::serve(path.as_str(), inm.as_deref()).ok_or_else(warp::reject::not_found)
+            },
+        );
     health
         .or(ready)
         .or(metrics)
@@ -121,7 +148,11 @@ pub fn routes(
 }
 
 fn cookie(state: &State, value: &str, max_age: i64) -> String {
-    let secure = if state.config.cookie_secure { "; Secure" } else { "" };
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     format!("token={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}")
 }
 
@@ -163,7 +194,11 @@ async fn set_session(origin: Option<String>, body: Bytes, s: Arc<State>) -> warp
     }
 }
 
-async fn logout(origin: Option<String>, token: Option<String>, s: Arc<State>) -> warp::reply::Response {
+async fn logout(
+    origin: Option<String>,
+    token: Option<String>,
+    s: Arc<State>,
+) -> warp::reply::Response {
     if !origin_allowed(&s, origin.as_deref()) {
         return error(StatusCode::FORBIDDEN, "FORBIDDEN");
     }

@@ -1,8 +1,8 @@
 //! The demo web client (`web/`), embedded in the binary at build time and
 //! served at `/` with content types, ETags and revalidation.
 
-use warp::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
+use warp::http::{header, HeaderValue, Response, StatusCode};
 
 mod files {
     include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
@@ -51,13 +51,19 @@ pub fn serve(path: &str, if_none_match: Option<&str>) -> Option<Response<Bytes>>
         Response::new(Bytes::from_static(bytes))
     };
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(name)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(name)),
+    );
     // Always revalidate: the files change with the binary, and the ETag
     // makes revalidation cheap.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
     }
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     Some(resp)
 }

@@ -58,7 +58,9 @@ pub fn routes(
                 StatusCode::BAD_REQUEST
             };
             Ok::<_, std::convert::Infallible>(warp::reply::with_status(
-                warp::reply::json(&json!({"error": if r.is_not_found() {"NOT_FOUND"} else {"BAD_REQUEST"}})),
+                warp::reply::json(
+                    &json!({"error": if r.is_not_found() {"NOT_FOUND"} else {"BAD_REQUEST"}}),
+                ),
                 status,
             ))
         })
@@ -127,7 +129,10 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
 async fn connection(socket: WebSocket, state: Arc<State>, check: TokenCheck) {
     let (peer, queue) = state.hub.register(state.send_queue);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    state.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
     let (done_tx, mut writer_done) = watch::channel(false);
     let writer = tokio::spawn(writer(sink, queue, done_tx));
@@ -151,8 +156,17 @@ async fn connection(socket: WebSocket, state: Arc<State>, check: TokenCheck) {
     if refuse {
         let _ = peer.send(Outbound::Close(close::TRY_AGAIN_LATER)).await;
     } else {
-        let _ = peer.send(Outbound::Text(session_frame(&state, &conn))).await;
-        serve(&state, &mut conn, &mut stream, &mut writer_done, &mut ctl_rx).await;
+        let _ = peer
+            .send(Outbound::Text(session_frame(&state, &conn)))
+            .await;
+        serve(
+            &state,
+            &mut conn,
+            &mut stream,
+            &mut writer_done,
+            &mut ctl_rx,
+        )
+        .await;
     }
     // Cleanup: subscriptions, session registry, hub.
     state.router.drop_connection(peer.id);

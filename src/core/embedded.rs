@@ -88,7 +88,10 @@ impl EmbeddedPostgres {
             .arg("-c")
             .arg("listen_addresses=")
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", opts.socket_dir.display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                opts.socket_dir.display()
+            ))
             .arg("-c")
             .arg(format!("port={PORT}"))
             .stdin(Stdio::null())
@@ -110,7 +113,7 @@ impl EmbeddedPostgres {
             socket_dir: opts.socket_dir.clone(),
             bin_dir,
         };
-        pg.wait_ready(&log_path)?;
+        pg.wait_ready(&opts.data_dir, &log_path)?;
         Ok(pg)
     }
 
@@ -129,14 +132,13 @@ impl EmbeddedPostgres {
 
     /// The same as a URL (`DATABASE_URL` form), for printing to DBAs.
     pub fn url(&self, dbname: &str) -> String {
-        let host: String = url::form_urlencoded::byte_serialize(
-            self.socket_dir.display().to_string().as_bytes(),
-        )
-        .collect();
+        let host: String =
+            url::form_urlencoded::byte_serialize(self.socket_dir.display().to_string().as_bytes())
+                .collect();
         format!("postgresql://postgres@{host}:{PORT}/{dbname}")
     }
 
-    fn wait_ready(&mut self, log_path: &Path) -> Result<(), CoreError> {
+    fn wait_ready(&mut self, opts_data_dir: &Path, log_path: &Path) -> Result<(), CoreError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let socket = self.socket_dir.join(format!(".s.PGSQL.{PORT}"));
         loop {
@@ -151,7 +153,7 @@ impl EmbeddedPostgres {
                     )));
                 }
             }
-            if socket.exists() && self.accepts() {
+            if socket.exists() && self.accepts(&opts_data_dir) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -163,15 +165,12 @@ impl EmbeddedPostgres {
         }
     }
 
-    fn accepts(&self) -> bool {
-        Command::new(self.bin_dir.join("pg_isready"))
-            .arg("-q")
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .arg("-p")
-            .arg(PORT.to_string())
-            .status()
-            .map(|s| s.success())
+    /// The postmaster writes its status as the 8th line of
+    /// `postmaster.pid`; "ready" means it accepts connections.
+    fn accepts(&self, data_dir: &Path) -> bool {
+        std::fs::read_to_string(data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().nth(7).map(|l| l.trim() == "ready"))
             .unwrap_or(false)
     }
 
@@ -216,7 +215,14 @@ pub fn find_bin_dir() -> Result<PathBuf, CoreError> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if has_server(&dir) {
-                return Ok(dir);
+                // PATH often holds symlinks (/usr/local/bin/postgres); the
+                // real directory has the cluster's other tools beside it.
+                let real = std::fs::canonicalize(dir.join("postgres"))
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .filter(|d| has_server(d))
+                    .unwrap_or(dir);
+                return Ok(real);
             }
         }
     }

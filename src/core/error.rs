@@ -31,7 +31,8 @@ impl From<deadpool_postgres::PoolError> for CoreError {
 /// a statement's own failure.
 pub fn classify(e: tokio_postgres::Error) -> CoreError {
     let unreachable = e.is_closed()
-        || e.code().is_none() && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.code().is_none()
+            && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
         || e.code().is_some_and(|c| {
             // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
             matches!(c.code(), "57P01" | "57P02" | "57P03" | "53300")

@@ -46,7 +46,10 @@ pub enum Outbound {
     /// A complete frame (responses, errors, session frames).
     Text(String),
     /// A push, finished by the writer with this subscription's `eid`.
-    Push { push: Arc<SharedPush>, eid: Arc<str> },
+    Push {
+        push: Arc<SharedPush>,
+        eid: Arc<str>,
+    },
     /// Send a close frame after everything queued before it (a graceful
     /// close: shutdown, oversized frame).
     Close(u16),

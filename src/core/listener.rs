@@ -137,7 +137,10 @@ async fn run(
             }
             let _ = closed_tx.send(());
         });
-        let relisten: String = channels.keys().map(|c| format!("LISTEN {};", quote(c))).collect();
+        let relisten: String = channels
+            .keys()
+            .map(|c| format!("LISTEN {};", quote(c)))
+            .collect();
         if !relisten.is_empty() {
             if let Err(e) = client.batch_execute(&relisten).await {
                 tracing::warn!(error = %e, "re-LISTEN failed");

@@ -59,30 +59,101 @@ impl Metrics {
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
-        g(&mut out, "marquee_connections", "Open WebSocket connections.", "gauge", self.connections.load(Relaxed) as f64);
-        g(&mut out, "marquee_connections_total", "WebSocket connections accepted.", "counter", self.connections_total.load(Relaxed) as f64);
-        g(&mut out, "marquee_subscriptions", "Active hall subscriptions.", "gauge", self.subscriptions.load(Relaxed) as f64);
-        g(&mut out, "marquee_notifications_received_total", "NOTIFY messages received on the LISTEN connection.", "counter", self.notifications_received.load(Relaxed) as f64);
-        g(&mut out, "marquee_pushes_forwarded_total", "hall_update and hall_snapshot pushes queued to sockets.", "counter", self.pushes_forwarded.load(Relaxed) as f64);
-        g(&mut out, "marquee_slow_consumers_closed_total", "Sockets closed with 1013 because their send queue was full.", "counter", self.slow_consumers_closed.load(Relaxed) as f64);
-        g(&mut out, "marquee_resyncs_total", "Screenings re-sent as hall_snapshot.", "counter", self.resyncs.load(Relaxed) as f64);
-        g(&mut out, "marquee_listener_reconnects_total", "Times the LISTEN connection was re-established.", "counter", self.listener_reconnects.load(Relaxed) as f64);
-        g(&mut out, "marquee_expired_holds_swept_total", "Expired holds freed by this replica's sweep.", "counter", self.expired_holds_swept.load(Relaxed) as f64);
+        g(
+            &mut out,
+            "marquee_connections",
+            "Open WebSocket connections.",
+            "gauge",
+            self.connections.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_connections_total",
+            "WebSocket connections accepted.",
+            "counter",
+            self.connections_total.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_subscriptions",
+            "Active hall subscriptions.",
+            "gauge",
+            self.subscriptions.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_notifications_received_total",
+            "NOTIFY messages received on the LISTEN connection.",
+            "counter",
+            self.notifications_received.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_pushes_forwarded_total",
+            "hall_update and hall_snapshot pushes queued to sockets.",
+            "counter",
+            self.pushes_forwarded.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_slow_consumers_closed_total",
+            "Sockets closed with 1013 because their send queue was full.",
+            "counter",
+            self.slow_consumers_closed.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_resyncs_total",
+            "Screenings re-sent as hall_snapshot.",
+            "counter",
+            self.resyncs.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_listener_reconnects_total",
+            "Times the LISTEN connection was re-established.",
+            "counter",
+            self.listener_reconnects.load(Relaxed) as f64,
+        );
+        g(
+            &mut out,
+            "marquee_expired_holds_swept_total",
+            "Expired holds freed by this replica's sweep.",
+            "counter",
+            self.expired_holds_swept.load(Relaxed) as f64,
+        );
         let _ = writeln!(out, "# HELP marquee_requests_total Requests answered, by type and outcome.\n# TYPE marquee_requests_total counter");
         if let Ok(m) = self.requests.lock() {
             for ((kind, outcome), n) in m.iter() {
-                let _ = writeln!(out, "marquee_requests_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "marquee_requests_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+                );
             }
         }
         let _ = writeln!(out, "# HELP marquee_forwarding_lag_seconds Time from a notification's arrival to its pushes being queued.\n# TYPE marquee_forwarding_lag_seconds histogram");
         for (i, le) in LAG_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "marquee_forwarding_lag_seconds_bucket{{le=\"{le}\"}} {}", self.lag_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "marquee_forwarding_lag_seconds_bucket{{le=\"{le}\"}} {}",
+                self.lag_buckets[i].load(Relaxed)
+            );
         }
         let count = self.lag_count.load(Relaxed);
-        let _ = writeln!(out, "marquee_forwarding_lag_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "marquee_forwarding_lag_seconds_sum {}", self.lag_sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(
+            out,
+            "marquee_forwarding_lag_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "marquee_forwarding_lag_seconds_sum {}",
+            self.lag_sum_ns.load(Relaxed) as f64 / 1e9
+        );
         let _ = writeln!(out, "marquee_forwarding_lag_seconds_count {count}");
         for (name, help, v) in extra {
             g(&mut out, name, help, "gauge", *v);

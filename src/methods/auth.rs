@@ -29,9 +29,9 @@ use subtle::ConstantTimeEq;
 
 use super::params::Params;
 use super::{Ctx, CurrentUser, MethodError};
+use crate::core::db::Db;
 use crate::models::auth::{self as store, Outcome};
 use crate::models::ModelError;
-use crate::core::db::Db;
 use crate::shared::clock::rfc3339;
 use crate::shared::config::Config;
 use crate::shared::ids::SessionId;
@@ -103,7 +103,11 @@ impl AuthKeys {
         let (nonce, ct) = stored.split_at(12);
         self.cipher
             .decrypt(Nonce::from_slice(nonce), ct)
-            .map_err(|_| MethodError::Internal("stored TOTP secret does not decrypt (wrong TOTP_KEY?)".into()))
+            .map_err(|_| {
+                MethodError::Internal(
+                    "stored TOTP secret does not decrypt (wrong TOTP_KEY?)".into(),
+                )
+            })
     }
 
     fn sign(&self, claims: &Claims) -> Result<String, MethodError> {
@@ -203,9 +207,8 @@ pub async fn auth_start(
     p: &Params<'_>,
     candidates: &mut Candidates,
 ) -> Result<Value, MethodError> {
-    let name = Username::parse(p.str("username")?).ok_or_else(|| {
-        MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -")
-    })?;
+    let name = Username::parse(p.str("username")?)
+        .ok_or_else(|| MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -"))?;
     if store::find_user(ctx.db, &name).await?.is_some() {
         return Ok(json!({"status": "user"}));
     }
@@ -213,7 +216,9 @@ pub async fn auth_start(
         Some(c) => c.secret.clone(),
         None => {
             if candidates.0.len() >= MAX_CANDIDATES {
-                return Err(MethodError::bad("too many registrations in progress on this connection"));
+                return Err(MethodError::bad(
+                    "too many registrations in progress on this connection",
+                ));
             }
             let mut s = vec![0u8; 20];
             rand::thread_rng().fill_bytes(&mut s);
@@ -239,7 +244,11 @@ pub async fn auth_start(
 
 /// The standard Key URI (Google Authenticator's format).
 pub fn otpauth_url(issuer: &str, name: &Username, secret_b32: &str) -> String {
-    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20") };
+    let enc = |s: &str| -> String {
+        url::form_urlencoded::byte_serialize(s.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
     format!(
         "otpauth://totp/{}:{}?secret={secret_b32}&issuer={}&algorithm=SHA1&digits=6&period=30",
         enc(issuer),
@@ -293,9 +302,8 @@ pub async fn auth_verify(
 ) -> Result<Value, MethodError> {
     let raw_name = p.str("username")?;
     let code = p.str("code")?;
-    let name = Username::parse(raw_name).ok_or_else(|| {
-        MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -")
-    })?;
+    let name = Username::parse(raw_name)
+        .ok_or_else(|| MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -"))?;
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(MethodError::bad("`code` must be 6 digits"));
     }

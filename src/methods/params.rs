@@ -63,7 +63,9 @@ impl Params<'_> {
             return Err(MethodError::bad(format!("`{key}` is required")));
         };
         let Value::Array(items) = v else {
-            return Err(MethodError::bad(format!("`{key}` must be an array of string ids")));
+            return Err(MethodError::bad(format!(
+                "`{key}` must be an array of string ids"
+            )));
         };
         if items.is_empty() || items.len() > MAX_SEATS_PER_REQUEST {
             return Err(MethodError::bad(format!(
@@ -74,7 +76,9 @@ impl Params<'_> {
         let mut unknown = false;
         for item in items {
             let Value::String(s) = item else {
-                return Err(MethodError::bad(format!("`{key}` must be an array of string ids")));
+                return Err(MethodError::bad(format!(
+                    "`{key}` must be an array of string ids"
+                )));
             };
             match parse(s) {
                 Some(id) if !out.contains(&id) => out.push(id),
@@ -105,7 +109,9 @@ impl Params<'_> {
             Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
                 .map(|t| Some(t.with_timezone(&Utc)))
                 .map_err(|_| MethodError::bad(format!("`{key}` must be an RFC 3339 time"))),
-            Some(_) => Err(MethodError::bad(format!("`{key}` must be an RFC 3339 time string"))),
+            Some(_) => Err(MethodError::bad(format!(
+                "`{key}` must be an RFC 3339 time string"
+            ))),
         }
     }
 }

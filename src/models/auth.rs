@@ -50,11 +50,13 @@ pub async fn find_user(db: &Db, name: &Username) -> Result<Option<StoredUser>, M
     let st = c
         .prepare_cached("SELECT user_id, totp_secret, last_step FROM api.auth_user($1)")
         .await?;
-    Ok(c.query_opt(&st, &[&name.as_str()]).await?.map(|r| StoredUser {
-        id: UserId(r.get(0)),
-        secret: r.get(1),
-        last_step: r.get(2),
-    }))
+    Ok(c.query_opt(&st, &[&name.as_str()])
+        .await?
+        .map(|r| StoredUser {
+            id: UserId(r.get(0)),
+            secret: r.get(1),
+            last_step: r.get(2),
+        }))
 }
 
 fn outcome(r: &tokio_postgres::Row) -> Result<Outcome, ModelError> {
@@ -70,7 +72,11 @@ fn outcome(r: &tokio_postgres::Row) -> Result<Outcome, ModelError> {
         "rate_limited" => Outcome::RateLimited {
             retry_after_s: r.get::<_, Option<i32>>(1).unwrap_or(1).max(1) as u64,
         },
-        other => return Err(ModelError::Internal(format!("unknown auth outcome {other}"))),
+        other => {
+            return Err(ModelError::Internal(format!(
+                "unknown auth outcome {other}"
+            )))
+        }
     })
 }
 
@@ -140,7 +146,11 @@ pub async fn dead_sessions(db: &Db, ids: &[SessionId]) -> Result<Vec<SessionId>,
     let st = c
         .prepare_cached("SELECT id FROM api.dead_sessions($1) AS id")
         .await?;
-    Ok(c.query(&st, &[&ids]).await?.iter().map(|r| r.get(0)).collect())
+    Ok(c.query(&st, &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// Housekeeping of old failures and sessions.

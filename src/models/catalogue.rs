@@ -115,9 +115,7 @@ pub async fn screenings(
 /// The hall a screening plays in (its NOTIFY channel), or `NotFound`.
 pub async fn screening_hall(db: &Db, screening: ScreeningId) -> Result<HallId, ModelError> {
     let c = db.conn().await?;
-    let st = c
-        .prepare_cached("SELECT api.screening_hall($1)")
-        .await?;
+    let st = c.prepare_cached("SELECT api.screening_hall($1)").await?;
     let row = c.query_one(&st, &[&screening.0]).await?;
     row.get::<_, Option<i64>>(0)
         .map(HallId)

@@ -49,7 +49,9 @@ pub async fn hold(
     let st = c
         .prepare_cached("SELECT expires_at, version FROM api.hold_seats($1, $2, $3)")
         .await?;
-    let r = c.query_one(&st, &[&user.0, &screening.0, &ids(seats)]).await?;
+    let r = c
+        .query_one(&st, &[&user.0, &screening.0, &ids(seats)])
+        .await?;
     Ok(Hold {
         expires_at: r.get(0),
         version: r.get(1),
@@ -66,7 +68,9 @@ pub async fn release(
     let st = c
         .prepare_cached("SELECT seat_ids, version FROM api.release_seats($1, $2, $3)")
         .await?;
-    let r = c.query_one(&st, &[&user.0, &screening.0, &ids(seats)]).await?;
+    let r = c
+        .query_one(&st, &[&user.0, &screening.0, &ids(seats)])
+        .await?;
     let released: Vec<i64> = r.get(0);
     Ok(Release {
         seats: released.into_iter().map(SeatId).collect(),
@@ -103,16 +107,14 @@ pub async fn book(
             "SELECT {BOOKING_COLS}, version FROM api.book_seats($1, $2, $3)"
         ))
         .await?;
-    let r = c.query_one(&st, &[&user.0, &screening.0, &ids(seats)]).await?;
+    let r = c
+        .query_one(&st, &[&user.0, &screening.0, &ids(seats)])
+        .await?;
     Ok((booking(&r), r.get(7)))
 }
 
 /// Cancels one of the user's bookings; returns it and the version.
-pub async fn cancel(
-    db: &Db,
-    user: UserId,
-    id: BookingId,
-) -> Result<(Booking, i64), ModelError> {
+pub async fn cancel(db: &Db, user: UserId, id: BookingId) -> Result<(Booking, i64), ModelError> {
     let c = db.conn().await?;
     let st = c
         .prepare_cached(&format!(

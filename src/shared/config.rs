@@ -124,7 +124,12 @@ impl Config {
             None => Duration::from_secs(7 * 24 * 3600),
             Some(s) => match s.parse::<u64>() {
                 Ok(n) if (1..=366 * 24 * 3600).contains(&n) => Duration::from_secs(n),
-                _ => return Err(bad("TOKEN_TTL", "must be a number of seconds, 1 to one year")),
+                _ => {
+                    return Err(bad(
+                        "TOKEN_TTL",
+                        "must be a number of seconds, 1 to one year",
+                    ))
+                }
             },
         };
         let totp_key = match get("TOTP_KEY") {

@@ -163,12 +163,7 @@ impl HallRouter {
                     pending: HashMap::new(),
                 })
                 .pending
-                .insert(
-                    token,
-                    Pending {
-                        buffer: Vec::new(),
-                    },
-                );
+                .insert(token, Pending { buffer: Vec::new() });
             token
         };
         // If this future is dropped (the connection went away) or fails, the
@@ -342,7 +337,11 @@ impl HallRouter {
                 Some(v) if change.version > v + 1 => resync = true,
                 _ => {}
             }
-            screen.version = Some(screen.version.map_or(change.version, |v| v.max(change.version)));
+            screen.version = Some(
+                screen
+                    .version
+                    .map_or(change.version, |v| v.max(change.version)),
+            );
             if change.resync {
                 resync = true;
             }
@@ -378,7 +377,10 @@ impl HallRouter {
             if sub.held.is_some() || change.version <= sub.min_version {
                 continue;
             }
-            let push = match sub.user.filter(|u| change.seats.iter().any(|s| s.user == Some(*u))) {
+            let push = match sub
+                .user
+                .filter(|u| change.seats.iter().any(|s| s.user == Some(*u)))
+            {
                 Some(u) => match variants.iter().find(|(v, _)| *v == u) {
                     Some((_, p)) => p.clone(),
                     None => {
