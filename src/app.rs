@@ -227,7 +227,7 @@ async fn check_sessions(state: Arc<State>) {
         tick.tick().await;
         end_dead_sessions(&state).await;
         n += 1;
-        if n % 20 == 0 {
+        if n.is_multiple_of(20) {
             if let Err(e) = auth::prune(&state.db).await {
                 tracing::debug!(error = %e, "auth housekeeping skipped");
             }

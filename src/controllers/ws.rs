@@ -84,7 +84,7 @@ pub fn origin_allowed(state: &State, origin: Option<&str>) -> bool {
         None => true,
         Some(o) => {
             let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
-            state.origins.iter().any(|a| *a == o)
+            state.origins.contains(&o)
         }
     }
 }

@@ -82,15 +82,11 @@ impl Db {
 
     /// True when a pooled connection answers a trivial query.
     pub async fn ping(&self) -> bool {
-        match tokio::time::timeout(Duration::from_secs(2), async {
+        let probe = tokio::time::timeout(Duration::from_secs(2), async {
             let c = self.conn().await?;
             c.simple_query("SELECT 1").await.map_err(CoreError::from)
-        })
-        .await
-        {
-            Ok(Ok(_)) => true,
-            _ => false,
-        }
+        });
+        matches!(probe.await, Ok(Ok(_)))
     }
 
     /// Opens a connection that is not part of the pool.

@@ -153,7 +153,7 @@ impl EmbeddedPostgres {
                     )));
                 }
             }
-            if socket.exists() && self.accepts(&opts_data_dir) {
+            if socket.exists() && self.accepts(opts_data_dir) {
                 return Ok(());
             }
             if Instant::now() > deadline {
