@@ -45,7 +45,10 @@ struct Database {
 pub fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The driver and the migration library narrate every NOTICE at info.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,refinery_core=warn")
+        });
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
@@ -122,7 +125,12 @@ fn bind(addr: SocketAddr, var: &str) -> Result<tokio::net::TcpListener, String> 
 async fn serve(config: Config) -> Result<(), String> {
     let http = bind(SocketAddr::new(config.bind_addr, config.port), "PORT")?;
     let ws = bind(SocketAddr::new(config.bind_addr, config.ws_port), "WS_PORT")?;
-    let server = Server::start(config, http, ws, Tuning::default())
+    // The caller migrated already.
+    let tuning = Tuning {
+        migrate: false,
+        ..Tuning::default()
+    };
+    let server = Server::start(config, http, ws, tuning)
         .await
         .map_err(|e| e.to_string())?;
     println!(
@@ -200,12 +208,18 @@ fn open_database(config: &mut Config) -> Result<Database, String> {
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, String> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    std::env::current_dir()
-        .map(|d| d.join(p))
-        .map_err(|e| format!("MARQUEE_DATA_DIR: {e}"))
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .map_err(|e| format!("MARQUEE_DATA_DIR: {e}"))?
+    };
+    // Drop `.` components so printed paths (and the socket path) stay short.
+    Ok(joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect())
 }
 
 /// Unix socket paths are limited to ~107 bytes; fall back to /tmp.
