@@ -10,7 +10,7 @@
  * arrived and the cinemas are loaded.
  */
 
-import { MarqueeClient } from './marquee-client.js';
+import { MarqueeClient, PROTOCOL_VERSION } from './marquee-client.js';
 import { SeatMap, selectable } from './seatmap.js';
 import * as fmt from './format.js';
 
@@ -20,6 +20,7 @@ const q = (selector) => document.querySelector(selector);
 const el = {
   conn: byTestId('connection-status'),
   connText: q('.conn-text'),
+  connRetryIn: q('.conn-retry-in'),
   retryNow: byTestId('reconnect-now'),
   user: byTestId('session-user'),
   logout: byTestId('logout-button'),
@@ -145,6 +146,9 @@ async function boot() {
 
   renderSession();
   renderConnection();
+  if (config.protocol !== undefined && config.protocol !== PROTOCOL_VERSION) {
+    showMessage(`This page speaks protocol ${PROTOCOL_VERSION} but the server announces ${config.protocol}; some things may not work.`);
+  }
   client.connect();
   setInterval(tick, 500);
 }
@@ -180,14 +184,18 @@ const STATE_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'R
 
 function renderConnection() {
   const s = client.state;
+  const retrying = s === 'reconnecting' || s === 'offline';
   el.conn.dataset.state = s;
-  let text = STATE_TEXT[s];
-  if ((s === 'reconnecting' || s === 'offline') && client.retryAt) {
+  if (el.connText.textContent !== STATE_TEXT[s]) el.connText.textContent = STATE_TEXT[s]; // announced (live region)
+  // The seconds tick every half second: kept out of the live region (aria-hidden).
+  let wait = '';
+  if (retrying && client.retryAt) {
     const secs = Math.ceil((client.retryAt - Date.now()) / 1000);
-    text += secs > 0 ? ` retrying in ${secs} s` : ' retrying…';
+    wait = secs > 0 ? `retry in ${secs} s` : 'retrying…';
   }
-  if (el.connText.textContent !== text) el.connText.textContent = text;
-  el.retryNow.hidden = !(s === 'reconnecting' || s === 'offline');
+  if (el.connRetryIn.textContent !== wait) el.connRetryIn.textContent = wait;
+  el.retryNow.hidden = !retrying;
+  renderSyncNote();
   renderActions();
 }
 
@@ -406,7 +414,7 @@ function chooseScreening(id, { focusMap = false } = {}) {
   state.hall.addEventListener('change', onHallChange);
   state.hall.addEventListener('error', onHallError);
   seatMap.showMessage('Loading seats…');
-  el.syncNote.hidden = true;
+  renderSyncNote();
   for (const b of el.screenings.querySelectorAll('[data-screening-id]')) {
     if (b.dataset.screeningId === id) b.setAttribute('aria-current', 'true');
     else b.removeAttribute('aria-current');
@@ -433,10 +441,9 @@ function renderScreeningHead() {
 function onHallChange(ev) {
   const hall = ev.target;
   if (hall !== state.hall) return;
-  const { reason, changed } = ev.detail;
+  const { changed } = ev.detail; // null: the whole map was replaced
   el.seatMap.dataset.version = hall.version === null ? '' : String(hall.version);
-  el.syncNote.hidden = hall.synced || hall.version === null;
-  el.seatMap.classList.toggle('stale', !hall.synced);
+  renderSyncNote();
   if (!hall.synced) { renderActions(); return; } // "stale" or "gap": keep the old map, dimmed, until the snapshot
 
   if (changed) {
@@ -445,11 +452,22 @@ function onHallChange(ev) {
     for (const s of hall.seats.values()) state.seatNames.set(s.id, fmt.seatShort(s));
     for (const id of state.selection) if (!hall.seats.has(id)) state.selection.delete(id);
     seatMap.render(hall.seats.values(), state.selection);
+    // Bookings of this screening can now name their seats ("C5 and C6" instead of "2 seats").
+    if (state.bookings.some((b) => b.screening_id === hall.screeningId)) renderBookings();
   }
   forgetEndedHolds(hall);
   updateFreeCount(hall);
   renderActions();
   renderCountdown();
+}
+
+/** Dim the map and say why while it is not in sync with the server. */
+function renderSyncNote() {
+  const hall = state.hall;
+  const behind = Boolean(hall) && !hall.synced && hall.version !== null;
+  el.seatMap.classList.toggle('stale', behind);
+  el.syncNote.hidden = !behind;
+  el.syncNote.textContent = client.state === 'live' ? 'Catching up with the server…' : 'Not connected: the map may be out of date.';
 }
 
 function onHallError(ev) {
@@ -781,7 +799,10 @@ function startAuth({ again = false } = {}) {
     if (candidate) {
       el.qr.src = res.qr_code;
       el.secret.textContent = res.secret;
-      el.otpauth.href = res.otpauth_url;
+      // Only an otpauth: link may become a link (never javascript: or the like).
+      const linkOk = /^otpauth:\/\//.test(res.otpauth_url || '');
+      el.otpauth.href = linkOk ? res.otpauth_url : '#';
+      el.otpauth.parentElement.hidden = !linkOk;
     } else {
       el.qr.removeAttribute('src');
       el.secret.textContent = '';
@@ -800,7 +821,7 @@ function startAuth({ again = false } = {}) {
 /** auth_verify, then the cookie and a new connection (client.login does all three). */
 function verifyCode() {
   runAuth('auth_verify', async () => {
-    if (!state.auth) { startAuth(); return; }
+    if (!state.auth) return; // the code form is shown only after auth_start
     const code = el.code.value.replace(/\s+/g, '');
     state.expectSessionChange = true;
     let result;

@@ -205,6 +205,10 @@ export function describeError(err, context = '', seatNames = (ids) => plural(ids
       if (context === 'auth_verify') return 'Sign-in could not be completed: the server refused the token. Please try again.';
       return 'Please sign in first (see "Sign in or register").';
     case 'FORBIDDEN':
+      // From POST /auth/session or /auth/logout: the page's origin is not in ALLOWED_ORIGINS.
+      if (context === 'auth_verify' || context === 'logout') {
+        return 'The server does not accept sign-ins from this page\'s address. Open the page from the server\'s own address.';
+      }
       return 'You are not allowed to do that.';
     case 'NOT_FOUND':
       if (context === 'cancel') return 'That booking was not found among yours.';

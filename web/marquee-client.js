@@ -1,8 +1,8 @@
 /**
  * marquee-client.js: the protocol half of the Marquee demo client.
  *
- * This module speaks wire protocol version 1 (see docs/protocol and
- * docs/web-client.md) and nothing else. It knows no DOM and no page: the
+ * This module speaks wire protocol version 1 (docs/protocol.md; this client
+ * is explained in docs/web-client.md) and nothing else. It knows no DOM and no page: the
  * same code runs in a browser, in a test page, or in Node with a fake
  * WebSocket. The UI (app.js) only calls the methods below and listens to
  * events.
@@ -428,7 +428,7 @@ export class MarqueeClient extends EventTarget {
         this.#settle(eid, p, new MarqueeError('TIMEOUT', `no answer to ${type} in ${timeoutMs} ms`, { type, eid }));
       }, timeoutMs);
       this.#pending.set(eid, p);
-      if (this.#state === 'live') this.#send(eid, p);
+      if (this.#state === 'live' && this.#ws) this.#send(eid, p);
     });
   }
 
