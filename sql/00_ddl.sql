@@ -31,7 +31,11 @@ BEGIN
        AND NOT t.tgisinternal;
 
     IF v_current IS NOT NULL AND right(v_current, length(v_tag)) = v_tag THEN
-        RETURN false;  -- already as defined: no lock taken
+        IF v_current <> p_comment || ' ' || v_tag THEN
+            -- Only the comment changed: COMMENT takes a lock that does not conflict with row changes.
+            EXECUTE format('COMMENT ON TRIGGER %I ON %s IS %L', p_name, p_table, p_comment || ' ' || v_tag);
+        END IF;
+        RETURN false;  -- already as defined: no DDL lock taken
     END IF;
 
     IF v_exists THEN

@@ -140,6 +140,18 @@ COMMENT ON FUNCTION api.get_screenings(bigint, timestamptz, timestamptz) IS
     'null p_to = p_from + 7 days), ordered by starts_at, id. seats_free counts free seats now: lapsed holds count '
     'as free, blocked seats do not.';
 
+CREATE OR REPLACE FUNCTION api.screening_hall(p_screening bigint)
+RETURNS bigint
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT sc.hall_id FROM screenings AS sc WHERE sc.id = p_screening
+$$;
+
+COMMENT ON FUNCTION api.screening_hall(bigint) IS
+    'The hall of a screening (its notification channel is hall_<hall_id>), or null when there is no such '
+    'screening; the server LISTENs on that channel before it loads the snapshot.';
+
 CREATE OR REPLACE FUNCTION api.hall_snapshot(p_screening bigint)
 RETURNS TABLE (
     screening_id bigint,

@@ -108,7 +108,9 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT u.id, u.last_step INTO v_user, v_last FROM users AS u WHERE u.username = v_name FOR UPDATE;
+    -- NO KEY UPDATE: enough to change last_step, and it does not wait for the user's seat changes in flight
+    -- (their foreign keys hold KEY SHARE locks on this row).
+    SELECT u.id, u.last_step INTO v_user, v_last FROM users AS u WHERE u.username = v_name FOR NO KEY UPDATE;
 
     -- No such user, no code matched, or a replay of an accepted step (or an older one): a failure.
     IF v_user IS NULL OR p_step IS NULL OR p_step <= v_last THEN

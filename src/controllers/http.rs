@@ -105,15 +105,16 @@ pub fn routes(
                 json!({"ws_port": ws_port, "protocol": PROTOCOL_VERSION}),
             )
         });
-    let session = warp::post()
-        .and(warp::path!("auth" / "session"))
+    // Path before method: an unknown path is 404, not 405.
+    let session = warp::path!("auth" / "session")
+        .and(warp::post())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
         .and(st())
         .then(set_session);
-    let logout = warp::post()
-        .and(warp::path!("auth" / "logout"))
+    let logout = warp::path!("auth" / "logout")
+        .and(warp::post())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::cookie::optional::<String>("token"))
         .and(st())

@@ -1,7 +1,7 @@
 -- Catalogue reads: api.get_cinemas, api.get_screenings, api.hall_snapshot.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(15);
+SELECT plan(17);
 
 SELECT pg_temp.make_user('tap_alice') AS alice \gset
 SELECT pg_temp.make_user('tap_bob') AS bob \gset
@@ -78,6 +78,8 @@ SELECT is((SELECT row(h.screening_id, h.hall_id, h.hall_name, h.version, h.row_l
           'each row carries the screening, hall, current version and the seat''s layout');
 SELECT is((SELECT count(DISTINCT h.version)::int FROM api.hall_snapshot(:s1) AS h), 1,
           'every row of a snapshot carries the same version');
+SELECT is(api.screening_hall(:s1), :hall1::bigint, 'screening_hall answers the hall whose channel carries the screening');
+SELECT is(api.screening_hall(-1), NULL, 'screening_hall answers null for an unknown screening');
 SELECT is(pg_temp.err('SELECT * FROM api.hall_snapshot(-1)'), 'MQ404', 'an unknown screening is NOT_FOUND');
 SELECT is(pg_temp.err('SELECT * FROM api.hall_snapshot(NULL)'), 'MQ400', 'a missing screening id is BAD_REQUEST');
 

@@ -28,7 +28,13 @@ cd "$HERE"
 
 status=0
 if command -v pg_prove >/dev/null 2>&1; then
-    pg_prove --dbname "$DB" --ext .sql ./*.sql || status=1
+    # pg_prove mangles a conninfo or URI given as --dbname (it splits options on '='), so it gets a psql
+    # wrapper that adds the connection itself.
+    wrapper=$(mktemp)
+    trap 'rm -f "$wrapper"' EXIT
+    printf '#!/bin/sh\nexec psql --dbname "$MARQUEE_SQL_DB" "$@"\n' >"$wrapper"
+    chmod +x "$wrapper"
+    MARQUEE_SQL_DB=$DB pg_prove --psql-bin "$wrapper" --ext .sql ./*.sql || status=1
 else
     # Fallback: psql prints the TAP; a file fails on a psql error, a "not ok" line or a bad plan.
     for f in ./*.sql; do

@@ -1,7 +1,7 @@
 -- The contract with the server (function signatures) and the constraints that keep seat rows consistent.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(38);
+SELECT plan(39);
 
 -- Signatures the Rust side is written against ---------------------------------------------------------------------
 
@@ -12,6 +12,7 @@ SELECT has_function('api', 'cancel_booking', ARRAY['bigint', 'bigint'], 'api.can
 SELECT has_function('api', 'get_bookings', ARRAY['bigint'], 'api.get_bookings(user)');
 SELECT has_function('api', 'sweep_expired_holds', '{}'::name[], 'api.sweep_expired_holds()');
 SELECT has_function('api', 'hall_snapshot', ARRAY['bigint'], 'api.hall_snapshot(screening)');
+SELECT has_function('api', 'screening_hall', ARRAY['bigint'], 'api.screening_hall(screening)');
 SELECT has_function('api', 'get_cinemas', '{}'::name[], 'api.get_cinemas()');
 SELECT has_function('api', 'get_screenings', ARRAY['bigint', 'timestamp with time zone', 'timestamp with time zone'],
                     'api.get_screenings(cinema, from, to)');
