@@ -377,7 +377,7 @@ function renderScreenings() {
     b.append(
       span('s-time', fmt.formatTime(s.starts_at, tz)),
       span('s-film', s.film.title),
-      span('s-meta', [started ? 'started' : null, s.hall.name, s.film.age_rating, `${s.film.duration_min} min`,
+      span('s-meta', [started ? 'started' : null, s.hall.name, fmt.ageRating(s.film.age_rating), `${s.film.duration_min} min`,
         fmt.formatMoney(s.price, s.currency)].filter(Boolean).join(' · ')),
       span('s-free', freeText(s.seats_free, s.seats_total)),
     );
@@ -434,7 +434,7 @@ function renderScreeningHead() {
   el.screeningTitle.textContent = s.film.title;
   el.screeningMeta.textContent = [
     fmt.formatDateTime(s.starts_at, tz), cinema ? cinema.name : null, s.hall.name,
-    s.film.age_rating, `${s.film.duration_min} min`, `${fmt.formatMoney(s.price, s.currency)} per seat`,
+    fmt.ageRating(s.film.age_rating), `${s.film.duration_min} min`, `${fmt.formatMoney(s.price, s.currency)} per seat`,
   ].filter(Boolean).join(' · ');
 }
 

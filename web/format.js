@@ -111,13 +111,24 @@ function cachedFormat(timeZone, kind) {
   const id = `${timeZone}|${kind}`;
   let f = timeFormatters.get(id);
   if (!f) {
+    // hour 'numeric': "1:00 PM" in 12-hour locales (not "01:00 PM"), "13:00" in 24-hour ones.
     const opts = kind === 'time'
-      ? { hour: '2-digit', minute: '2-digit' }
-      : { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' };
+      ? { hour: 'numeric', minute: '2-digit' }
+      : { weekday: 'short', day: 'numeric', month: 'short', hour: 'numeric', minute: '2-digit' };
     f = new Intl.DateTimeFormat(undefined, { ...opts, timeZone });
     timeFormatters.set(id, f);
   }
   return f;
+}
+
+/**
+ * A film's age rating for people: a bare number is a minimum age ("12" ->
+ * "12+", "0" -> "All ages"); anything else ("PG-13", "FSK 12") as it is.
+ */
+export function ageRating(rating) {
+  const r = String(rating ?? '').trim();
+  if (!/^\d+$/.test(r)) return r;
+  return Number(r) === 0 ? 'All ages' : `${Number(r)}+`;
 }
 
 /** "19:30" (in the reader's locale style) for an RFC 3339 instant, in `timeZone`. */
