@@ -46,7 +46,7 @@ pub struct Tuning {
     pub send_queue: usize,
     /// Run the hold-expiry sweep.
     pub sweep_every: Option<Duration>,
-    /// Apply migrations and `sql/` at start.
+    /// Apply migrations and `sql/` at start (as `MIGRATION_DATABASE_URL` when set).
     pub migrate: bool,
 }
 
@@ -95,7 +95,12 @@ impl Server {
             .ok_or_else(|| AppError::Config("JWT_SECRET: not set".into()))?;
         let db = Db::new(&url, config.pool_size)?;
         if tuning.migrate {
-            db.migrate(false).await?;
+            // As the owner (or a superuser): the server's own role may only call api functions.
+            let owner = config.migration_url().unwrap_or(&url);
+            let report = Db::new(owner, 1)?.migrate(false).await?;
+            if let Some(role) = report.not_migrated_as {
+                tracing::warn!(%role, "not migrating: set MIGRATION_DATABASE_URL to let replicas migrate");
+            }
         }
         let metrics = Arc::new(Metrics::default());
         // Bounded: a slow dispatcher makes the listener read the socket more

@@ -4,6 +4,12 @@
 //! `DATABASE_URL`, starts the embedded PostgreSQL under `MARQUEE_DATA_DIR`
 //! (from this, the main thread, so it lives exactly as long as we do),
 //! generates and keeps the secrets it needs there, and loads the demo data.
+//!
+//! Migrations, `sql/` and `seed-demo` connect with `MIGRATION_DATABASE_URL`
+//! (else `DATABASE_URL`); the server's pool and LISTEN connection with
+//! `DATABASE_URL`. The embedded mode migrates as the superuser `postgres` and
+//! serves as `marquee_app` (docs/sql.md, "Roles"), so it is least-privilege
+//! by itself.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -36,9 +42,12 @@ enum Command {
     SeedDemo,
 }
 
-/// The database the commands use, and the embedded cluster if we run one.
+/// The database the commands use (as its owner or a superuser), and the
+/// embedded cluster if we run one.
 struct Database {
     url: String,
+    /// The variable `url` came from, for error messages.
+    var: &'static str,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -70,13 +79,29 @@ fn run(command: Command) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let embedded = database.embedded.is_some();
     let result = runtime.block_on(async {
-        let db = Db::new(&database.url, 2).map_err(|e| format!("DATABASE_URL: {e}"))?;
+        let db = Db::new(&database.url, 2).map_err(|e| format!("{}: {e}", database.var))?;
         let report = db
             .migrate(command == Command::Migrate)
             .await
             .map_err(|e| format!("migration failed: {e}"))?;
+        if embedded {
+            app_role_logs_in(&db).await?;
+        }
         for m in &report.migrations_applied {
             tracing::info!(migration = %m, "applied");
+        }
+        if let Some(role) = &report.not_migrated_as {
+            if command == Command::Migrate {
+                return Err(format!(
+                    "{}: role {role} may not migrate (only marquee_owner or a superuser may)",
+                    database.var
+                ));
+            }
+            tracing::warn!(
+                %role,
+                "not migrating: this role may only call the API; set MIGRATION_DATABASE_URL \
+                 (or run `marquee migrate` with it) after an upgrade"
+            );
         }
         match command {
             Command::Migrate => {
@@ -96,6 +121,8 @@ fn run(command: Command) -> Result<(), String> {
                 if embedded {
                     seed(&db).await?;
                 }
+                // The owner's connections close: the server uses its own role's.
+                drop(db);
                 serve(config).await
             }
         }
@@ -105,6 +132,15 @@ fn run(command: Command) -> Result<(), String> {
         pg.stop();
     }
     result
+}
+
+/// The embedded server connects as `marquee_app` (created by migration V7)
+/// over the unix socket, which trusts every role: no password is kept.
+async fn app_role_logs_in(db: &Db) -> Result<(), String> {
+    let c = db.conn().await.map_err(|e| e.to_string())?;
+    c.batch_execute("ALTER ROLE marquee_app WITH LOGIN PASSWORD NULL")
+        .await
+        .map_err(|e| format!("embedded PostgreSQL: {}", crate::core::db::describe(&e)))
 }
 
 async fn seed(db: &Db) -> Result<(), String> {
@@ -157,12 +193,18 @@ async fn wait_for_signal() {
 }
 
 fn open_database(config: &mut Config) -> Result<Database, String> {
-    if let Some(url) = &config.database_url {
+    if let Some(url) = config.migration_url() {
         if config.jwt_secret.is_none() {
             return Err("JWT_SECRET: required when DATABASE_URL is set (replicas must share it; at least 32 bytes)".into());
         }
+        let var = if config.migration_database_url.is_some() {
+            "MIGRATION_DATABASE_URL"
+        } else {
+            "DATABASE_URL"
+        };
         return Ok(Database {
-            url: url.clone(),
+            url: url.to_owned(),
+            var,
             embedded: None,
         });
     }
@@ -200,9 +242,12 @@ fn open_database(config: &mut Config) -> Result<Database, String> {
         "marquee: embedded PostgreSQL ready; DBAs: psql \"{}\"",
         pg.conn_string("marquee")
     );
-    config.database_url = Some(url.clone());
+    // Migrations as the superuser; the server as the least-privileged role.
+    config.database_url = Some(pg.url_as("marquee_app", "marquee"));
+    config.migration_database_url = Some(url.clone());
     Ok(Database {
         url,
+        var: "DATABASE_URL",
         embedded: Some(pg),
     })
 }

@@ -29,6 +29,7 @@ const STOP: Duration = Duration::from_secs(20);
 /// Variables of the developer's shell that would change what is tested.
 const CLEARED: &[&str] = &[
     "DATABASE_URL",
+    "MIGRATION_DATABASE_URL",
     "JWT_SECRET",
     "PORT",
     "WS_PORT",

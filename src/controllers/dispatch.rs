@@ -11,7 +11,6 @@ use crate::core::hub::Peer;
 use crate::methods::auth::Candidates;
 use crate::methods::params::Params;
 use crate::methods::{self, Ctx, CurrentUser, MethodError};
-use crate::shared::ids::ScreeningId;
 use crate::shared::protocol::{error_frame, frame, ErrorCode, Request, WireError};
 
 /// Every request type of the contract.
@@ -99,7 +98,7 @@ pub async fn handle(state: &State, conn: &mut ConnState, req: &Request) -> (Answ
             .await
             .map_err(Fail::from),
         "get_bookings" => methods::seats::get_bookings(&ctx).await.map_err(Fail::from),
-        "get_hall" => match p.id("screening_id", ScreeningId::parse) {
+        "get_hall" => match methods::hall_param(&p) {
             Err(e) => Err(e.into()),
             Ok(id) => match id.found() {
                 Err(e) => Err(e.into()),
@@ -122,7 +121,7 @@ pub async fn handle(state: &State, conn: &mut ConnState, req: &Request) -> (Answ
                 }
             },
         },
-        "subscribe_hall" => match p.id("screening_id", ScreeningId::parse) {
+        "subscribe_hall" => match methods::hall_param(&p) {
             Err(e) => Err(e.into()),
             Ok(id) => match id.found() {
                 Err(e) => Err(e.into()),
@@ -135,7 +134,7 @@ pub async fn handle(state: &State, conn: &mut ConnState, req: &Request) -> (Answ
                 }
             },
         },
-        "unsubscribe_hall" => match p.id("screening_id", ScreeningId::parse) {
+        "unsubscribe_hall" => match methods::hall_param(&p) {
             Err(e) => Err(e.into()),
             Ok(id) => {
                 if let methods::params::Lookup::Found(id) = id {

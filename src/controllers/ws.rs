@@ -175,7 +175,11 @@ async fn connection(socket: WebSocket, state: Arc<State>, check: TokenCheck) {
     }
     state.hub.unregister(peer.id);
     state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-    drop(conn);
+    // With the last sender of its queue gone the writer leaves its loop
+    // and closes the socket at once, which also sends the echo a client's
+    // close frame is owed (RFC 6455 §5.5.1); holding `peer` here made
+    // every connection wait out the timeout below and end without one.
+    drop((conn, peer));
     // Let the writer flush a close frame, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer_done.wait_for(|d| *d)).await;
     writer.abort();
@@ -230,6 +234,11 @@ async fn serve(
                 let text = e.to_string();
                 if text.contains("too long") || text.contains("Space limit") {
                     close::TOO_BIG
+                } else if text.contains("UTF-8") {
+                    // RFC 6455 §8.1: fail the connection, with 1007.
+                    close::INVALID_DATA
+                } else if text.contains("protocol error") {
+                    close::PROTOCOL_ERROR
                 } else {
                     return;
                 }
@@ -408,6 +417,8 @@ fn reason(code: u16) -> &'static str {
     match code {
         close::GOING_AWAY => "server going away",
         close::TOO_BIG => "frame larger than 64 KiB",
+        close::PROTOCOL_ERROR => "websocket protocol error",
+        close::INVALID_DATA => "text frame is not UTF-8",
         close::TRY_AGAIN_LATER => "try again later",
         _ => "",
     }

@@ -107,11 +107,24 @@ impl Db {
 
     /// Applies migrations and `sql/` under an advisory lock, so replicas
     /// starting together take turns. With `force` false, `sql/` is skipped
-    /// when the same text was applied before (a fast restart).
+    /// when the same text was applied before and no migration ran now (a
+    /// fast restart; after a migration, `sql/90_grants.sql` must see the new
+    /// tables, and a dropped function must be re-created).
+    ///
+    /// Connect as the owner role or a superuser (`MIGRATION_DATABASE_URL`).
+    /// Any other role (the server's `marquee_app`) changes nothing: on a
+    /// migrated database the report says so (`not_migrated_as`), on a
+    /// database never migrated it is an error.
     pub async fn migrate(&self, force: bool) -> Result<MigrateReport, CoreError> {
         let (mut client, conn) = self.connect_direct("marquee-migrate").await?;
         let driver = tokio::spawn(conn);
         let result = async {
+            if let Some(role) = may_not_migrate(&client).await? {
+                return Ok(MigrateReport {
+                    not_migrated_as: Some(role),
+                    ..MigrateReport::default()
+                });
+            }
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                 .await?;
@@ -133,6 +146,37 @@ impl Db {
 pub struct MigrateReport {
     pub migrations_applied: Vec<String>,
     pub sql_applied: bool,
+    /// Set when nothing was tried because the connected role (named here)
+    /// may not migrate, on a database that was migrated before.
+    pub not_migrated_as: Option<String>,
+}
+
+/// The connected role when it may not migrate: neither a superuser nor a
+/// member of `marquee_owner` (once migration V7 created that role). An error
+/// when such a role finds a database that was never migrated.
+async fn may_not_migrate(client: &tokio_postgres::Client) -> Result<Option<String>, CoreError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text,
+                    CASE WHEN (SELECT r.rolsuper FROM pg_roles AS r WHERE r.rolname = current_user) THEN true
+                         WHEN NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.rolname = 'marquee_owner') THEN true
+                         ELSE pg_has_role(current_user, 'marquee_owner', 'MEMBER')
+                    END,
+                    EXISTS (SELECT FROM pg_proc AS p WHERE p.pronamespace = to_regnamespace('api'))",
+            &[],
+        )
+        .await?;
+    let (role, may, migrated): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    if may {
+        return Ok(None);
+    }
+    if !migrated {
+        return Err(CoreError::Migration(format!(
+            "the database has no schema yet and role {role} may not create it (only marquee_owner or a \
+             superuser may): set MIGRATION_DATABASE_URL"
+        )));
+    }
+    Ok(Some(role))
 }
 
 /// The SHA-256 of all `sql/` files, names included: what was applied.
@@ -156,7 +200,7 @@ async fn apply(
         .run_async(client)
         .await
         .map_err(|e| CoreError::Migration(e.to_string()))?;
-    let migrations_applied = report
+    let migrations_applied: Vec<String> = report
         .applied_migrations()
         .iter()
         .map(|m| m.to_string())
@@ -177,10 +221,11 @@ async fn apply(
         .query_opt("SELECT digest FROM marquee_sql_state", &[])
         .await?
         .map(|r| r.get(0));
-    if !force && current.as_deref() == Some(digest.as_str()) {
+    if !force && migrations_applied.is_empty() && current.as_deref() == Some(digest.as_str()) {
         return Ok(MigrateReport {
             migrations_applied,
             sql_applied: false,
+            not_migrated_as: None,
         });
     }
     let tx = client.transaction().await?;
@@ -199,6 +244,7 @@ async fn apply(
     Ok(MigrateReport {
         migrations_applied,
         sql_applied: true,
+        not_migrated_as: None,
     })
 }
 

@@ -132,10 +132,15 @@ impl EmbeddedPostgres {
 
     /// The same as a URL (`DATABASE_URL` form), for printing to DBAs.
     pub fn url(&self, dbname: &str) -> String {
+        self.url_as("postgres", dbname)
+    }
+
+    /// A URL for `dbname` as `user` (the socket trusts every role: no password).
+    pub fn url_as(&self, user: &str, dbname: &str) -> String {
         let host: String =
             url::form_urlencoded::byte_serialize(self.socket_dir.display().to_string().as_bytes())
                 .collect();
-        format!("postgresql://postgres@{host}:{PORT}/{dbname}")
+        format!("postgresql://{user}@{host}:{PORT}/{dbname}")
     }
 
     fn wait_ready(&mut self, opts_data_dir: &Path, log_path: &Path) -> Result<(), CoreError> {

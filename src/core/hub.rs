@@ -23,6 +23,10 @@ pub const SEND_QUEUE: usize = 256;
 pub mod close {
     /// Going away: the server shuts down.
     pub const GOING_AWAY: u16 = 1001;
+    /// Protocol error: the peer broke RFC 6455's framing rules.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Invalid frame payload data: a text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Message too big.
     pub const TOO_BIG: u16 = 1009;
     /// Try again later: the database is down, or the socket cannot keep up.
@@ -63,14 +67,16 @@ pub struct Closer {
 }
 
 impl Closer {
-    pub fn close(&self, code: u16) {
-        if self
+    /// True when this call was the first (its code wins).
+    pub fn close(&self, code: u16) -> bool {
+        let first = self
             .code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .is_ok();
+        if first {
             self.notify.notify_one();
         }
+        first
     }
 
     /// Resolves with the close code once [`Closer::close`] was called.
@@ -108,8 +114,13 @@ impl Peer {
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closer.close(close::TRY_AGAIN_LATER);
-                Err(PushError::SlowConsumer)
+                // Only the push that overflowed reports the slow consumer
+                // (it is counted once); later ones find it already closing.
+                if self.closer.close(close::TRY_AGAIN_LATER) {
+                    Err(PushError::SlowConsumer)
+                } else {
+                    Err(PushError::Closed)
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
         }
@@ -122,7 +133,7 @@ impl Peer {
     }
 
     pub fn close(&self, code: u16) {
-        self.closer.close(code);
+        let _ = self.closer.close(code);
     }
 }
 
@@ -195,6 +206,11 @@ mod tests {
         assert_eq!(
             peer.push(Outbound::Text("c".into())),
             Err(PushError::SlowConsumer)
+        );
+        // Reported once: the connection is already closing.
+        assert_eq!(
+            peer.push(Outbound::Text("d".into())),
+            Err(PushError::Closed)
         );
         assert_eq!(q.closer.closed().await, close::TRY_AGAIN_LATER);
     }

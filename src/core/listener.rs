@@ -5,8 +5,9 @@
 //! Channels are reference-counted: the first [`Listener::listen`] of a
 //! channel runs `LISTEN` and returns only once PostgreSQL confirmed it (so a
 //! caller can then read a snapshot without a gap); the last
-//! [`Listener::unlisten`] runs `UNLISTEN`. When the connection is lost, the
-//! task reconnects with backoff, re-LISTENs every channel and then emits
+//! [`Listener::unlisten`] runs `UNLISTEN`. When the connection is lost (or
+//! stops answering the `SELECT 1` probe sent every 10 s), the task
+//! reconnects with backoff, re-LISTENs every channel and then emits
 //! [`ListenerEvent::Reconnected`], because notifications sent meanwhile are
 //! gone and consumers must resynchronise.
 
@@ -22,6 +23,14 @@ use tokio_postgres::AsyncMessage;
 use super::db::Db;
 use super::metrics::Metrics;
 use super::CoreError;
+
+/// How often the idle LISTEN connection is asked `SELECT 1`. A connection
+/// that a network partition or a stalled proxy silenced reports no error
+/// and receives no notification; only a question shows it is dead. The
+/// probe also keeps idle-timeouts of middleboxes from cutting it.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+/// An unanswered probe after this long means the connection is lost.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the listener reports.
 #[derive(Debug)]
@@ -158,9 +167,19 @@ async fn run(
             }
         }
         first = false;
+        let mut probe =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROBE_EVERY, PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut closed_rx => break,
+                _ = probe.tick() => {
+                    let answer = tokio::time::timeout(PROBE_TIMEOUT, client.simple_query("SELECT 1")).await;
+                    if !matches!(answer, Ok(Ok(_))) {
+                        tracing::warn!("LISTEN connection does not answer; reconnecting");
+                        break;
+                    }
+                }
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { driver.abort(); return; };
                     let ok = match cmd {

@@ -120,6 +120,10 @@ impl AuthKeys {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .ok()
             .map(|d| d.claims)
+            // RFC 7519 §4.1.4: not accepted "on or after" exp; jsonwebtoken
+            // only refuses after it, so a token would still connect during
+            // the second in which open sockets using it are logged out.
+            .filter(|c| c.exp > Utc::now().timestamp())
     }
 }
 
@@ -201,14 +205,34 @@ impl Candidates {
     }
 }
 
+fn username(raw: &str) -> Result<Username, MethodError> {
+    Username::parse(raw)
+        .ok_or_else(|| MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -"))
+}
+
+/// The parameter of `auth_start`.
+pub fn start_params(p: &Params<'_>) -> Result<Username, MethodError> {
+    username(p.str("username")?)
+}
+
+/// The parameters of `auth_verify`: the name and a 6-digit code.
+pub fn verify_params<'p>(p: &'p Params<'_>) -> Result<(Username, &'p str), MethodError> {
+    let raw_name = p.str("username")?;
+    let code = p.str("code")?;
+    let name = username(raw_name)?;
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(MethodError::bad("`code` must be 6 digits"));
+    }
+    Ok((name, code))
+}
+
 /// `auth_start`.
 pub async fn auth_start(
     ctx: &Ctx<'_>,
     p: &Params<'_>,
     candidates: &mut Candidates,
 ) -> Result<Value, MethodError> {
-    let name = Username::parse(p.str("username")?)
-        .ok_or_else(|| MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -"))?;
+    let name = start_params(p)?;
     if store::find_user(ctx.db, &name).await?.is_some() {
         return Ok(json!({"status": "user"}));
     }
@@ -300,13 +324,7 @@ pub async fn auth_verify(
     p: &Params<'_>,
     candidates: &mut Candidates,
 ) -> Result<Value, MethodError> {
-    let raw_name = p.str("username")?;
-    let code = p.str("code")?;
-    let name = Username::parse(raw_name)
-        .ok_or_else(|| MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -"))?;
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(MethodError::bad("`code` must be 6 digits"));
-    }
+    let (name, code) = verify_params(p)?;
     let ttl_s = i32::try_from(ctx.auth.token_ttl.as_secs()).unwrap_or(i32::MAX);
     let now = unix_now();
     let outcome = if let Some(c) = candidates.live(&name) {
@@ -329,7 +347,10 @@ pub async fn auth_verify(
                 sub: s.user.0.to_string(),
                 username: name.as_str().to_owned(),
                 jti: s.session,
-                iat: Utc::now().timestamp(),
+                // Both from the session row, so exp - iat is exactly the
+                // TTL (the cookie's Max-Age) even when the clock ticks into
+                // the next second between SQL and here.
+                iat: s.expires_at.timestamp() - i64::from(ttl_s),
                 exp: s.expires_at.timestamp(),
             };
             let token = ctx.auth.sign(&claims)?;

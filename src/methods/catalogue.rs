@@ -1,7 +1,7 @@
 //! `get_cinemas` and `get_screenings` (anonymous allowed). `get_hall` is
 //! answered by the subscriptions layer, which owns snapshot rendering.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use super::params::{Lookup, Params};
@@ -25,12 +25,26 @@ pub async fn get_cinemas(ctx: &Ctx<'_>) -> Result<Value, MethodError> {
     Ok(json!({ "cinemas": list }))
 }
 
+/// The parameters of `get_screenings`, defaults applied.
+pub struct ScreeningsQuery {
+    pub cinema: Option<Lookup<CinemaId>>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl ScreeningsQuery {
+    pub fn parse(p: &Params<'_>, now: DateTime<Utc>) -> Result<Self, MethodError> {
+        let cinema = p.opt_id("cinema_id", CinemaId::parse)?;
+        let from = p.opt_time("from")?.unwrap_or(now);
+        let to = p
+            .opt_time("to")?
+            .unwrap_or(from + Duration::days(DEFAULT_WINDOW_DAYS));
+        Ok(Self { cinema, from, to })
+    }
+}
+
 pub async fn get_screenings(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodError> {
-    let cinema = p.opt_id("cinema_id", CinemaId::parse)?;
-    let from = p.opt_time("from")?.unwrap_or_else(chrono::Utc::now);
-    let to = p
-        .opt_time("to")?
-        .unwrap_or(from + Duration::days(DEFAULT_WINDOW_DAYS));
+    let ScreeningsQuery { cinema, from, to } = ScreeningsQuery::parse(p, Utc::now())?;
     let cinema = match cinema {
         // A cinema id that names nothing gives an empty list, like an
         // unknown cinema.

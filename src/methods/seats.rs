@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::params::Params;
+use super::params::{Lookup, Params};
 use super::{Ctx, MethodError};
 use crate::models::seats::{self, Booking};
 use crate::shared::clock::rfc3339;
@@ -19,9 +19,23 @@ fn booking_json(b: &Booking) -> Value {
     })
 }
 
+/// The parameters of `hold_seats`, `release_seats` and `book_seats`.
+pub fn seat_params(
+    p: &Params<'_>,
+) -> Result<(Lookup<ScreeningId>, Lookup<Vec<SeatId>>), MethodError> {
+    Ok((
+        p.id("screening_id", ScreeningId::parse)?,
+        p.ids("seat_ids", SeatId::parse)?,
+    ))
+}
+
+/// The parameter of `cancel_booking`.
+pub fn booking_param(p: &Params<'_>) -> Result<Lookup<BookingId>, MethodError> {
+    p.id("booking_id", BookingId::parse)
+}
+
 pub async fn hold_seats(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodError> {
-    let screening = p.id("screening_id", ScreeningId::parse)?;
-    let seat_ids = p.ids("seat_ids", SeatId::parse)?;
+    let (screening, seat_ids) = seat_params(p)?;
     let user = ctx.require_user()?;
     let (screening, seat_ids) = (screening.found()?, seat_ids.found()?);
     let hold = seats::hold(ctx.db, user.id, screening, &seat_ids).await?;
@@ -32,8 +46,7 @@ pub async fn hold_seats(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodEr
 }
 
 pub async fn release_seats(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodError> {
-    let screening = p.id("screening_id", ScreeningId::parse)?;
-    let seat_ids = p.ids("seat_ids", SeatId::parse)?;
+    let (screening, seat_ids) = seat_params(p)?;
     let user = ctx.require_user()?;
     let (screening, seat_ids) = (screening.found()?, seat_ids.found()?);
     let r = seats::release(ctx.db, user.id, screening, &seat_ids).await?;
@@ -41,8 +54,7 @@ pub async fn release_seats(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, Metho
 }
 
 pub async fn book_seats(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodError> {
-    let screening = p.id("screening_id", ScreeningId::parse)?;
-    let seat_ids = p.ids("seat_ids", SeatId::parse)?;
+    let (screening, seat_ids) = seat_params(p)?;
     let user = ctx.require_user()?;
     let (screening, seat_ids) = (screening.found()?, seat_ids.found()?);
     let (booking, version) = seats::book(ctx.db, user.id, screening, &seat_ids).await?;
@@ -50,7 +62,7 @@ pub async fn book_seats(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodEr
 }
 
 pub async fn cancel_booking(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodError> {
-    let id = p.id("booking_id", BookingId::parse)?;
+    let id = booking_param(p)?;
     let user = ctx.require_user()?;
     let (booking, version) = seats::cancel(ctx.db, user.id, id.found()?).await?;
     Ok(json!({ "booking": booking_json(&booking), "version": version }))

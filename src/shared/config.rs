@@ -3,7 +3,8 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `DATABASE_URL` | unset: embedded PostgreSQL | the database to use |
+//! | `DATABASE_URL` | unset: embedded PostgreSQL | the database to use (production: as role `marquee_app`) |
+//! | `MIGRATION_DATABASE_URL` | `DATABASE_URL` | the same database as its owner (`marquee_owner`) or a superuser, for migrations and `seed-demo` |
 //! | `JWT_SECRET` | embedded: generated into the data dir | HS256 key, at least 32 bytes; replicas share it |
 //! | `PORT` | 3000 | HTTP port |
 //! | `WS_PORT` | 3001 | WebSocket port |
@@ -66,6 +67,9 @@ fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// `None`: start the embedded PostgreSQL under `data_dir`.
     pub database_url: Option<String>,
+    /// Migrations, `sql/` and `seed-demo` connect with this (the owner role
+    /// or a superuser); `None`: `database_url`.
+    pub migration_database_url: Option<String>,
     /// `None` only before the embedded mode filled it in from the data dir.
     pub jwt_secret: Option<Secret>,
     pub port: u16,
@@ -96,6 +100,22 @@ impl Config {
             Some(url) => {
                 tokio_postgres::Config::from_str(url)
                     .map_err(|e| bad("DATABASE_URL", format!("not a PostgreSQL URL ({e})")))?;
+                Some(url.to_owned())
+            }
+        };
+        let migration_database_url = match get("MIGRATION_DATABASE_URL") {
+            None => None,
+            Some(_) if database_url.is_none() => return Err(bad(
+                "MIGRATION_DATABASE_URL",
+                "needs DATABASE_URL too (the embedded PostgreSQL migrates as its own superuser)",
+            )),
+            Some(url) => {
+                tokio_postgres::Config::from_str(url).map_err(|e| {
+                    bad(
+                        "MIGRATION_DATABASE_URL",
+                        format!("not a PostgreSQL URL ({e})"),
+                    )
+                })?;
                 Some(url.to_owned())
             }
         };
@@ -152,6 +172,7 @@ impl Config {
         };
         Ok(Self {
             database_url,
+            migration_database_url,
             jwt_secret,
             port,
             ws_port,
@@ -164,6 +185,14 @@ impl Config {
             totp_issuer,
             pool_size,
         })
+    }
+
+    /// The URL migrations, `sql/` and `seed-demo` use: `MIGRATION_DATABASE_URL`,
+    /// else `DATABASE_URL`.
+    pub fn migration_url(&self) -> Option<&str> {
+        self.migration_database_url
+            .as_deref()
+            .or(self.database_url.as_deref())
     }
 
     /// The Origins allowed at the WebSocket upgrade, given the HTTP port the
@@ -243,6 +272,33 @@ mod tests {
             let e = Config::from_vars(&vars(&[(k, v)])).unwrap_err();
             assert_eq!(e.var, k, "{k}={v}");
             assert!(e.to_string().starts_with(k));
+        }
+    }
+
+    #[test]
+    fn migration_url_defaults_to_database_url() {
+        let app = "postgresql://marquee_app@db/marquee";
+        let owner = "postgresql://marquee_owner@db/marquee";
+        let c = Config::from_vars(&vars(&[("DATABASE_URL", app)])).unwrap();
+        assert_eq!(c.migration_database_url, None);
+        assert_eq!(c.migration_url(), Some(app));
+        let c = Config::from_vars(&vars(&[
+            ("DATABASE_URL", app),
+            ("MIGRATION_DATABASE_URL", owner),
+        ]))
+        .unwrap();
+        assert_eq!(c.database_url.as_deref(), Some(app));
+        assert_eq!(c.migration_url(), Some(owner));
+        assert_eq!(Config::from_vars(&vars(&[])).unwrap().migration_url(), None);
+        for bad in [
+            vec![("MIGRATION_DATABASE_URL", owner)],
+            vec![
+                ("DATABASE_URL", app),
+                ("MIGRATION_DATABASE_URL", "postgres://a:b@h:notaport/db"),
+            ],
+        ] {
+            let e = Config::from_vars(&vars(&bad)).unwrap_err();
+            assert_eq!(e.var, "MIGRATION_DATABASE_URL", "{bad:?}");
         }
     }
 

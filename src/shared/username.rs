@@ -10,7 +10,10 @@ pub struct Username(String);
 impl Username {
     /// Lower-cases and checks a name; `None` when it breaks the rules.
     pub fn parse(raw: &str) -> Option<Self> {
-        let name = raw.to_lowercase();
+        // ASCII lower-casing only: Unicode's would fold look-alikes into the
+        // alphabet (the Kelvin sign U+212A becomes `k`), letting another
+        // spelling name the same user.
+        let name = raw.to_ascii_lowercase();
         let len = name.chars().count();
         let ok = (3..=32).contains(&len)
             && name

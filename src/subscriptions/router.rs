@@ -14,7 +14,11 @@
 //! back), a fresh snapshot is read, sent as `hall_snapshot`, and the held
 //! changes newer than it follow. That happens after the LISTEN connection
 //! was restored, on a "too large" notice, on a version gap, and for one
-//! connection when its user changed (logout, revocation).
+//! connection when its user changed (logout, revocation). A snapshot (of a
+//! subscribe or a resync) can be older than a change that arrived while it
+//! was read; when such a change cannot follow it as an update (a "too
+//! large" notice, or a gap), the subscriber stays held and another snapshot
+//! is read.
 //!
 //! The state is behind one `std::sync::Mutex` that is never held across an
 //! await; notifications are handled synchronously under it.
@@ -76,6 +80,9 @@ struct Sub {
 
 struct Pending {
     buffer: Vec<Arc<ChangeSet>>,
+    /// The LISTEN connection was restored meanwhile: notifications may be
+    /// lost, so the subscriber gets a `hall_snapshot` right after the answer.
+    resync: bool,
 }
 
 struct Screen {
@@ -163,7 +170,13 @@ impl HallRouter {
                     pending: HashMap::new(),
                 })
                 .pending
-                .insert(token, Pending { buffer: Vec::new() });
+                .insert(
+                    token,
+                    Pending {
+                        buffer: Vec::new(),
+                        resync: false,
+                    },
+                );
             token
         };
         // If this future is dropped (the connection went away) or fails, the
@@ -177,10 +190,14 @@ impl HallRouter {
         let snap = catalogue::hall_snapshot(&self.db, screening).await?;
         let mut guard = guard;
         guard.armed = false;
-        self.activate(peer, user, eid, screening, token, &snap);
+        if self.activate(peer, user, eid, screening, token, &snap) {
+            self.spawn_resync(screening);
+        }
         Ok(())
     }
 
+    /// Makes a pending subscriber live; true when it needs a resync (the
+    /// changes buffered meanwhile do not continue its snapshot).
     fn activate(
         &self,
         peer: &Peer,
@@ -189,14 +206,14 @@ impl HallRouter {
         screening: ScreeningId,
         token: u64,
         snap: &HallSnapshot,
-    ) {
+    ) -> bool {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(screen) = st.screens.get_mut(&screening) else {
-            return;
+            return false;
         };
         let Some(pending) = screen.pending.remove(&token) else {
-            return;
+            return false;
         };
         if screen.version.is_none() {
             screen.version = Some(snap.version);
@@ -219,9 +236,14 @@ impl HallRouter {
             min_version: snap.version,
             held: None,
         };
-        for change in pending.buffer {
-            self.deliver_one(&mut sub, &change);
-        }
+        // A change too large to carry, or one missed, committed after the
+        // snapshot was read: only another snapshot can catch up.
+        let complete = if pending.resync {
+            sub.held = Some(pending.buffer);
+            false
+        } else {
+            self.deliver_after_snapshot(&mut sub, pending.buffer)
+        };
         let replaced = screen.subs.insert(peer.id, sub);
         if replaced.is_some() {
             // The old subscription's LISTEN reference is no longer needed.
@@ -230,6 +252,7 @@ impl HallRouter {
             self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
         st.by_conn.entry(peer.id).or_default().insert(screening);
+        !complete
     }
 
     /// `unsubscribe_hall`; a no-op when not subscribed.
@@ -303,6 +326,9 @@ impl HallRouter {
             for screen in st.screens.values_mut() {
                 hold_all(screen);
                 screen.version = None;
+                for p in screen.pending.values_mut() {
+                    p.resync = true;
+                }
             }
             st.screens.keys().copied().collect()
         };
@@ -427,6 +453,27 @@ impl HallRouter {
         }
     }
 
+    /// Delivers, after a snapshot, the changes that continue the
+    /// subscriber's version one by one. From the first that does not (a
+    /// resync notice or a missing version newer than what it has), the rest
+    /// are held back and false is returned: it needs another snapshot.
+    fn deliver_after_snapshot(&self, sub: &mut Sub, changes: Vec<Arc<ChangeSet>>) -> bool {
+        let mut changes = changes.into_iter();
+        while let Some(change) = changes.next() {
+            if change.version <= sub.min_version {
+                continue;
+            }
+            if change.resync || change.version != sub.min_version + 1 {
+                let mut rest = vec![change];
+                rest.extend(changes);
+                sub.held = Some(rest);
+                return false;
+            }
+            self.deliver_one(sub, &change);
+        }
+        true
+    }
+
     /// Delivers one change to one subscriber (buffer flushes; rare path).
     fn deliver_one(&self, sub: &mut Sub, change: &ChangeSet) -> bool {
         if change.resync || change.version <= sub.min_version {
@@ -447,7 +494,9 @@ impl HallRouter {
     }
 
     /// Reads a snapshot and sends it to every subscriber that is holding
-    /// changes back, retrying while the database is unreachable.
+    /// changes back, retrying while the database is unreachable, and again
+    /// while a subscriber still waits (the snapshot was older than a change
+    /// that arrived while it was read).
     async fn resync(&self, screening: ScreeningId) {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -463,7 +512,7 @@ impl HallRouter {
             match catalogue::hall_snapshot(&self.db, screening).await {
                 Ok(snap) => {
                     self.finish_resync(&snap);
-                    return;
+                    backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
                     tracing::warn!(screening = screening.0, error = %e, "resync snapshot failed; retrying");
@@ -486,9 +535,12 @@ impl HallRouter {
         let mut variants: HashMap<Option<UserId>, Arc<SharedPush>> = HashMap::new();
         let mut pushed = 0u64;
         for sub in screen.subs.values_mut() {
-            let Some(held) = sub.held.take() else {
+            // Older than what the subscriber already has: a read that a
+            // later one overtook. It stays held for a newer snapshot.
+            if sub.held.is_none() || snap.version < sub.min_version {
                 continue;
-            };
+            }
+            let held = sub.held.take().unwrap_or_default();
             let key = sub
                 .user
                 .filter(|u| snap.seats.iter().any(|s| s.user == Some(*u)));
@@ -506,9 +558,8 @@ impl HallRouter {
             if self.send(sub, push) {
                 pushed += 1;
             }
-            for change in held {
-                self.deliver_one(sub, &change);
-            }
+            // What does not continue this snapshot waits for the next one.
+            self.deliver_after_snapshot(sub, held);
         }
         self.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
         self.metrics

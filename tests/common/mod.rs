@@ -204,7 +204,21 @@ impl TestDb {
         }
     }
 
-    /// A direct connection, like a DBA's psql.
+    /// The URL a test server's pool and LISTEN connection use: this database
+    /// as `marquee_app`, the role production servers log in as (the
+    /// harness's clusters trust every role on their socket). With
+    /// `TEST_DATABASE_URL`, `url` itself (`marquee_app` has no password
+    /// there). Migrations keep using `url` (the superuser).
+    pub fn app_url(&self) -> String {
+        let external = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+        if external {
+            return self.url.clone();
+        }
+        self.url
+            .replacen(" user=postgres ", " user=marquee_app ", 1)
+    }
+
+    /// A direct connection as the superuser, like a DBA's psql.
     pub async fn psql(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
             .await
@@ -239,7 +253,8 @@ pub fn bin_dir() -> Option<std::path::PathBuf> {
 /// The base configuration of a test server on `db`.
 pub fn config(db: &TestDb) -> Config {
     let mut vars = HashMap::new();
-    vars.insert("DATABASE_URL".to_string(), db.url.clone());
+    vars.insert("DATABASE_URL".to_string(), db.app_url());
+    vars.insert("MIGRATION_DATABASE_URL".to_string(), db.url.clone());
     vars.insert("JWT_SECRET".to_string(), JWT_SECRET.to_string());
     vars.insert("DB_POOL_SIZE".to_string(), "8".to_string());
     Config::from_vars(&vars).expect("test config")
@@ -323,7 +338,17 @@ impl Client {
         server: &Server,
         opts: Connect,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let ws = raw_connect(server, opts).await?;
+        let path = opts.path.clone().unwrap_or_else(|| "/".into());
+        Self::connect_url(&format!("ws://{}{}", server.ws_addr, path), opts).await
+    }
+
+    /// Connects to any WebSocket URL (a replica in another process, a
+    /// proxy) and reads the session frame.
+    pub async fn connect_url(
+        url: &str,
+        opts: Connect,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let ws = raw_connect_url(url, opts).await?;
         let mut c = Client {
             ws,
             next: 0,
@@ -482,9 +507,16 @@ pub async fn raw_connect(
     opts: Connect,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let path = opts.path.clone().unwrap_or_else(|| "/".into());
-    let mut req = format!("ws://{}{}", server.ws_addr, path)
-        .into_client_request()
-        .expect("request");
+    raw_connect_url(&format!("ws://{}{}", server.ws_addr, path), opts).await
+}
+
+/// A raw upgrade to any URL (a replica in another process, a proxy);
+/// `opts.path` is ignored: the URL has the path.
+pub async fn raw_connect_url(
+    url: &str,
+    opts: Connect,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = url.into_client_request().expect("request");
     let h = req.headers_mut();
     if let Some(t) = &opts.token_cookie {
         h.insert(

@@ -1,0 +1,159 @@
+//! The SQL layer tested as code, from `cargo test`: the pgTAP suite
+//! (`tests/sql/*.sql` through `pg_prove`, then `tests/sql/live.sh`, both run
+//! by `tests/sql/run.sh`), and `plpgsql_check` over every PL/pgSQL function
+//! with zero findings allowed. Each runs on a fresh clone of the migrated
+//! template. A missing tool fails the test, naming the Debian package that
+//! provides it: nothing is skipped silently.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::TestDb;
+
+const PGTAP: &str = "postgresql-15-pgtap";
+const PG_PROVE: &str = "libtap-parser-sourcehandler-pgtap-perl";
+const PLPGSQL_CHECK: &str = "postgresql-15-plpgsql-check";
+
+fn sql_tests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql")
+}
+
+/// `CREATE EXTENSION IF NOT EXISTS` in the test database, or a failure that
+/// says which package to install.
+async fn create_extension(db: &TestDb, name: &str, package: &str) {
+    let available = db
+        .scalar(&format!(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = '{name}'"
+        ))
+        .await;
+    assert_eq!(
+        available.as_deref(),
+        Some("1"),
+        "the PostgreSQL extension {name} is not installed on the test server: \
+         install the Debian package {package} (apt-get install {package})"
+    );
+    db.psql()
+        .await
+        .batch_execute(&format!("CREATE EXTENSION IF NOT EXISTS {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("CREATE EXTENSION {name} ({package}): {e:?}"));
+}
+
+#[tokio::test]
+async fn pgtap_suite_and_live_checks_pass() {
+    let ok = std::process::Command::new("pg_prove")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "pg_prove is not installed: install the Debian package {PG_PROVE} \
+         (apt-get install {PG_PROVE}); pgTAP itself is in {PGTAP}"
+    );
+    let db = TestDb::new().await;
+    create_extension(&db, "pgtap", PGTAP).await;
+    // plpgsql_check.sql checks rather than skips when the extension is there.
+    create_extension(&db, "plpgsql_check", PLPGSQL_CHECK).await;
+
+    // run.sh calls psql: prefer the one of the server the harness started.
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(bin) = common::bin_dir() {
+        let mut dirs = vec![bin];
+        dirs.extend(std::env::split_paths(&path));
+        path = std::env::join_paths(dirs).expect("PATH");
+    }
+    let started = std::time::Instant::now();
+    let out = tokio::process::Command::new("bash")
+        .arg(sql_tests().join("run.sh"))
+        .arg(&db.url)
+        .env("PATH", path)
+        .env_remove("MARQUEE_SQL_SKIP_LIVE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run tests/sql/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tests/sql/run.sh failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // What ran: every file passed through pg_prove, and live.sh's plan.
+    assert!(
+        stdout.contains("All tests successful."),
+        "{stdout}\n{stderr}"
+    );
+    for f in ["roles.sql", "plpgsql_check.sql", "holds.sql", "notify.sql"] {
+        assert!(stdout.contains(f), "{f} ran:\n{stdout}");
+    }
+    assert!(
+        stdout.lines().any(|l| l.starts_with("1..")),
+        "live.sh ran (its TAP plan):\n{stdout}"
+    );
+    eprintln!(
+        "tests/sql/run.sh passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The query of `tests/sql/plpgsql_check.sql` (the text it `EXECUTE`s,
+/// without its `INSERT INTO findings`), so both check the same thing.
+fn plpgsql_check_query() -> String {
+    let file = sql_tests().join("plpgsql_check.sql");
+    let text = std::fs::read_to_string(&file).expect("read tests/sql/plpgsql_check.sql");
+    let start = text
+        .find("EXECUTE $q$")
+        .expect("plpgsql_check.sql: EXECUTE $q$")
+        + 11;
+    let len = text[start..]
+        .find("$q$")
+        .expect("plpgsql_check.sql: closing $q$");
+    text[start..start + len]
+        .trim()
+        .strip_prefix("INSERT INTO findings")
+        .expect("plpgsql_check.sql: the query inserts into findings")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn plpgsql_check_finds_nothing() {
+    let db = TestDb::new().await;
+    create_extension(&db, "plpgsql_check", PLPGSQL_CHECK).await;
+    let functions: i64 = db
+        .scalar(
+            "SELECT count(*) FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
+              WHERE l.lanname = 'plpgsql'
+                AND p.pronamespace IN ('api'::regnamespace, 'admin'::regnamespace, 'internal'::regnamespace)",
+        )
+        .await
+        .and_then(|n| n.parse().ok())
+        .expect("count");
+    assert!(functions >= 20, "only {functions} PL/pgSQL functions found");
+    let rows = db
+        .psql()
+        .await
+        .simple_query(&plpgsql_check_query())
+        .await
+        .unwrap_or_else(|e| panic!("the plpgsql_check query failed: {e:?}"));
+    let findings: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_owned())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        findings.is_empty(),
+        "plpgsql_check found {} problem(s) in {functions} functions (function | line | level | message | detail):\n{}",
+        findings.len(),
+        findings.join("\n")
+    );
+}
