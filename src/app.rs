@@ -135,8 +135,7 @@ impl Server {
         background.push(tokio::spawn(check_sessions(state.clone())));
 
         let http_routes = controllers::http::routes(state.clone(), ws_addr.port());
-        let ws_routes = controllers::ws::routes(state.clone());
-        let mut stop = shutdown_rx.clone();
+        let mut stop = shutdown_rx;
         let http_server = tokio::spawn(
             warp::serve(http_routes)
                 .incoming(http)
@@ -145,15 +144,7 @@ impl Server {
                 })
                 .run(),
         );
-        let mut stop = shutdown_rx;
-        let ws_server = tokio::spawn(
-            warp::serve(ws_routes)
-                .incoming(ws)
-                .graceful(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .run(),
-        );
+        let ws_server = tokio::spawn(controllers::ws::serve_listener(ws, state.clone()));
         Ok(Self {
             http_addr,
             ws_addr,

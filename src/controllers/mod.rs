@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod errors;
 pub mod http;
 pub mod sessions;
+pub mod upgrade;
 pub mod web;
 pub mod ws;
 

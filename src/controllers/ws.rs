@@ -1,26 +1,30 @@
-//! The WebSocket controller: the upgrade (Origin allow-list, token from the
-//! `token` cookie or `Authorization: Bearer`), then one task per connection
+//! The WebSocket controller: the accept loop on `WS_PORT`, the upgrade
+//! (see `upgrade`: path, Origin, token), then one task per connection
 //! reading frames and one writer task draining its bounded queue.
 //!
 //! Per connection: requests are handled one at a time in arrival order (the
 //! reader awaits each), limited by a token bucket (burst 50, 50/s); frames
 //! over 64 KiB close with 1009; a peer silent for 60 s is dropped; the
-//! writer pings every 30 s.
+//! writer pings every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
+//! latency-bound) and small tungstenite buffers (idle sockets stay cheap).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use warp::filters::ws::{Message, WebSocket, Ws};
-use warp::http::StatusCode;
-use warp::{Filter, Rejection, Reply};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 
 use super::dispatch::{self, Answer, ConnState, METHODS};
 use super::sessions::Control;
-use super::State;
+use super::{upgrade, State};
 use crate::core::hub::{close, Outbound, PeerQueue};
 use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
 use crate::shared::protocol::{
@@ -36,46 +40,61 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 /// Frames tungstenite buffers before we can see them; we enforce the
 /// contract's 64 KiB ourselves so the close code is exact.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
+/// tungstenite's read buffer per socket (its default is 128 KiB, zero-filled
+/// on the first read: the largest part of an idle socket's memory). Client
+/// frames are small; a large one just takes more reads.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes of queued frames tungstenite gathers before writing to the socket.
+const WRITE_BUFFER: usize = 16 * 1024;
 
-/// The WebSocket port's routes: `/` and `/ws`; anything else is 404.
-pub fn routes(
-    state: Arc<State>,
-) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
-    let path = warp::path::end()
-        .or(warp::path("ws").and(warp::path::end()))
-        .unify();
-    let with_state = warp::any().map(move || state.clone());
-    path.and(warp::ws())
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::cookie::optional::<String>("token"))
-        .and(warp::header::optional::<String>("authorization"))
-        .and(with_state)
-        .and_then(upgrade)
-        .recover(|r: Rejection| async move {
-            let status = if r.is_not_found() {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            Ok::<_, std::convert::Infallible>(warp::reply::with_status(
-                warp::reply::json(
-                    &json!({"error": if r.is_not_found() {"NOT_FOUND"} else {"BAD_REQUEST"}}),
-                ),
-                status,
-            ))
-        })
+type Socket = WebSocketStream<TcpStream>;
+
+fn ws_config() -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.read_buffer_size = READ_BUFFER;
+    c.write_buffer_size = WRITE_BUFFER;
+    c.max_write_buffer_size = WRITE_BUFFER + TRANSPORT_LIMIT + 1;
+    c.max_message_size = Some(TRANSPORT_LIMIT);
+    c.max_frame_size = Some(TRANSPORT_LIMIT);
+    c
 }
 
-/// The token a client presented, cookie first.
-fn presented_token(cookie: Option<String>, authorization: Option<String>) -> Option<String> {
-    cookie.filter(|t| !t.is_empty()).or_else(|| {
-        authorization.and_then(|h| {
-            let (scheme, token) = h.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_owned())
-        })
-    })
+/// Accepts WebSocket connections until shutdown.
+pub async fn serve_listener(listener: TcpListener, state: Arc<State>) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(accept(stream, state.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+        }
+    }
+}
+
+async fn accept(mut stream: TcpStream, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
+    let Some(req) = upgrade::read(&mut stream, &state).await else {
+        return;
+    };
+    let check = match &req.token {
+        None => TokenCheck::Invalid,
+        Some(t) => authenticate(&state.db, &state.auth, t).await,
+    };
+    if upgrade::accept(&mut stream, &req).await.is_err() {
+        return;
+    }
+    let socket =
+        WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config()))
+            .await;
+    connection(socket, state, check).await;
 }
 
 /// True when the Origin header (if any) is allowed.
@@ -87,31 +106,6 @@ pub fn origin_allowed(state: &State, origin: Option<&str>) -> bool {
             state.origins.contains(&o)
         }
     }
-}
-
-async fn upgrade(
-    ws: Ws,
-    origin: Option<String>,
-    cookie: Option<String>,
-    authorization: Option<String>,
-    state: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    if !origin_allowed(&state, origin.as_deref()) {
-        return Ok(warp::reply::with_status(
-            warp::reply::json(&json!({"error": "FORBIDDEN"})),
-            StatusCode::FORBIDDEN,
-        )
-        .into_response());
-    }
-    let check = match presented_token(cookie, authorization) {
-        None => TokenCheck::Invalid,
-        Some(t) => authenticate(&state.db, &state.auth, &t).await,
-    };
-    Ok(ws
-        .max_message_size(TRANSPORT_LIMIT)
-        .max_frame_size(TRANSPORT_LIMIT)
-        .on_upgrade(move |socket| connection(socket, state, check))
-        .into_response())
 }
 
 fn session_frame(state: &State, conn: &ConnState) -> String {
@@ -126,7 +120,7 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
     )
 }
 
-async fn connection(socket: WebSocket, state: Arc<State>, check: TokenCheck) {
+async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck) {
     let (peer, queue) = state.hub.register(state.send_queue);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     state
@@ -188,7 +182,7 @@ async fn connection(socket: WebSocket, state: Arc<State>, check: TokenCheck) {
 async fn serve(
     state: &State,
     conn: &mut ConnState,
-    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    stream: &mut futures_util::stream::SplitStream<Socket>,
     writer_done: &mut watch::Receiver<bool>,
     ctl_rx: &mut mpsc::Receiver<Control>,
 ) {
@@ -212,7 +206,7 @@ async fn serve(
             }
         };
         enum Event {
-            Frame(Option<Result<Message, warp::Error>>),
+            Frame(Option<Result<Message, WsError>>),
             WriterDone,
             SessionEnded,
             Silent,
@@ -230,19 +224,13 @@ async fn serve(
         };
         let close_with = match event {
             Event::Frame(None) | Event::WriterDone => return,
-            Event::Frame(Some(Err(e))) => {
-                let text = e.to_string();
-                if text.contains("too long") || text.contains("Space limit") {
-                    close::TOO_BIG
-                } else if text.contains("UTF-8") {
-                    // RFC 6455 §8.1: fail the connection, with 1007.
-                    close::INVALID_DATA
-                } else if text.contains("protocol error") {
-                    close::PROTOCOL_ERROR
-                } else {
-                    return;
-                }
-            }
+            Event::Frame(Some(Err(e))) => match e {
+                WsError::Capacity(_) => close::TOO_BIG,
+                // RFC 6455 §8.1: fail the connection, with 1007.
+                WsError::Utf8(_) => close::INVALID_DATA,
+                WsError::Protocol(_) => close::PROTOCOL_ERROR,
+                _ => return,
+            },
             Event::Frame(Some(Ok(m))) => {
                 last_seen = Instant::now();
                 if m.is_close() {
@@ -251,7 +239,7 @@ async fn serve(
                 if !(m.is_text() || m.is_binary()) {
                     continue;
                 }
-                if m.as_bytes().len() > MAX_FRAME_BYTES {
+                if m.len() > MAX_FRAME_BYTES {
                     close::TOO_BIG
                 } else if on_frame(state, conn, &m, &mut bucket).await {
                     continue;
@@ -300,7 +288,7 @@ async fn on_frame(
     let parsed = if m.is_binary() {
         None
     } else {
-        m.to_str().ok().map(parse_request)
+        m.to_text().ok().map(parse_request)
     };
     let (kind, eid): (Option<String>, Option<String>) = match &parsed {
         Some(Ok(r)) => (Some(r.kind.clone()), Some(r.eid.clone())),
@@ -354,7 +342,7 @@ async fn on_frame(
     }
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
 
 /// Drains the queue into the socket, batching what is ready into one flush.
 async fn writer(mut sink: Sink, mut queue: PeerQueue, done: watch::Sender<bool>) {
@@ -364,7 +352,7 @@ async fn writer(mut sink: Sink, mut queue: PeerQueue, done: watch::Sender<bool>)
         tokio::select! {
             biased;
             code = closer.closed() => {
-                let _ = sink.send(Message::close_with(code, reason(code))).await;
+                let _ = sink.send(close_message(code)).await;
                 break;
             }
             msg = queue.rx.recv() => {
@@ -372,7 +360,7 @@ async fn writer(mut sink: Sink, mut queue: PeerQueue, done: watch::Sender<bool>)
                 loop {
                     match msg {
                         Outbound::Close(code) => {
-                            let _ = sink.send(Message::close_with(code, reason(code))).await;
+                            let _ = sink.send(close_message(code)).await;
                             break 'outer;
                         }
                         other => {
@@ -391,7 +379,7 @@ async fn writer(mut sink: Sink, mut queue: PeerQueue, done: watch::Sender<bool>)
                 }
             }
             _ = ping.tick() => {
-                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     break;
                 }
             }
@@ -409,8 +397,15 @@ fn to_message(o: Outbound) -> Message {
             push_frame(&mut s, push.kind, &eid, &push.data, push.ts);
             Message::text(s)
         }
-        Outbound::Close(code) => Message::close_with(code, reason(code)),
+        Outbound::Close(code) => close_message(code),
     }
+}
+
+fn close_message(code: u16) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(reason(code)),
+    }))
 }
 
 fn reason(code: u16) -> &'static str {

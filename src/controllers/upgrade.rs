@@ -1,0 +1,160 @@
+//! The WebSocket port's HTTP/1.1 upgrade, read and answered here rather than
+//! through warp: warp 0.4's WebSocket builder cannot size tungstenite's
+//! buffers (each socket would pin a 128 KiB read buffer) nor set
+//! `TCP_NODELAY` (small pushes would wait on Nagle's algorithm).
+//!
+//! Order of checks: path (`/` or `/ws`, else 404), a valid WebSocket
+//! upgrade (400, or 426 for another protocol version), then `Origin`
+//! against the allow-list (403, which stops cross-site WebSocket hijacking
+//! of the cookie). The token comes from the `token` cookie or, for
+//! non-browser clients, `Authorization: Bearer`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::State;
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// Time a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADERS: usize = 48;
+
+/// An upgrade request that passed every check.
+pub struct Request {
+    /// The token the client presented, if any.
+    pub token: Option<String>,
+    /// The `Sec-WebSocket-Key` to answer.
+    key: String,
+    /// Bytes read past the request head (frames a client sent early).
+    pub leftover: Vec<u8>,
+}
+
+/// Reads and checks the request head; answers and returns `None` when it
+/// is refused (or the client went away).
+pub async fn read(stream: &mut TcpStream, state: &State) -> Option<Request> {
+    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream))
+        .await
+        .ok()??;
+    match check(&head, state) {
+        Ok(req) => Some(req),
+        Err((status, code, extra)) => {
+            let body = format!("{{\"error\":\"{code}\"}}");
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
+}
+
+/// Sends the `101 Switching Protocols` answer.
+pub async fn accept(stream: &mut TcpStream, req: &Request) -> std::io::Result<()> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(req.key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await
+}
+
+async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Some(buf);
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+    }
+}
+
+/// The values of every header called `name` that are valid UTF-8.
+fn values<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'static str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+}
+
+type Refusal = (&'static str, &'static str, &'static str);
+
+const NOT_FOUND: Refusal = ("404 Not Found", "NOT_FOUND", "");
+const BAD: Refusal = ("400 Bad Request", "BAD_REQUEST", "");
+const FORBIDDEN: Refusal = ("403 Forbidden", "FORBIDDEN", "");
+const VERSION: Refusal = (
+    "426 Upgrade Required",
+    "BAD_REQUEST",
+    "sec-websocket-version: 13\r\nupgrade: websocket\r\n",
+);
+
+fn check(head: &[u8], state: &State) -> Result<Request, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(head) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(BAD),
+    };
+    let path = parsed.path.unwrap_or("");
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if path != "/" && path != "/ws" {
+        return Err(NOT_FOUND);
+    }
+    let all: &[httparse::Header<'_>] = parsed.headers;
+    let header = |name: &'static str| values(all, name);
+    let has_token = |name: &'static str, token: &str| {
+        header(name).any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if parsed.method != Some("GET")
+        || !has_token("upgrade", "websocket")
+        || !has_token("connection", "upgrade")
+    {
+        return Err(BAD);
+    }
+    if !header("sec-websocket-version").any(|v| v.trim() == "13") {
+        return Err(VERSION);
+    }
+    let key = header("sec-websocket-key")
+        .next()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .ok_or(BAD)?;
+    let mut origins = header("origin");
+    if let Some(origin) = origins.next() {
+        if origins.next().is_some() || !super::ws::origin_allowed(state, Some(origin)) {
+            return Err(FORBIDDEN);
+        }
+    }
+    let cookie = header("cookie")
+        .flat_map(|c| c.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, value)| *name == "token" && !value.is_empty())
+        .map(|(_, value)| value.trim_matches('"').to_owned());
+    let bearer = || {
+        header("authorization").find_map(|h| {
+            let (scheme, token) = h.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        })
+    };
+    Ok(Request {
+        token: cookie.or_else(bearer),
+        key,
+        leftover: head[len..].to_vec(),
+    })
+}
