@@ -298,9 +298,22 @@ async fn on_frame(
     let (kind, eid) = (kind.as_deref(), eid.as_deref());
     let label = kind.filter(|k| METHODS.contains(k)).unwrap_or("unknown");
     let reply_kind = kind.unwrap_or("error");
-    if let Err(wait) = bucket.take(Instant::now()) {
-        let w = WireError::new(ErrorCode::RateLimited, "too many requests, slow down")
-            .with("retry_after_s", retry_after_secs(wait));
+    let refusal = if let Err(wait) = bucket.take(Instant::now()) {
+        Some(
+            WireError::new(ErrorCode::RateLimited, "too many requests, slow down")
+                .with("retry_after_s", retry_after_secs(wait)),
+        )
+    } else {
+        match &parsed {
+            Some(Ok(_)) => None,
+            Some(Err(bad)) => Some(WireError::new(ErrorCode::BadRequest, bad.message)),
+            None => Some(WireError::new(
+                ErrorCode::BadRequest,
+                "frames must be JSON text",
+            )),
+        }
+    };
+    if let Some(w) = refusal {
         state.metrics.request(label, w.code.as_str());
         return conn
             .peer
@@ -308,26 +321,8 @@ async fn on_frame(
             .await
             .is_ok();
     }
-    let req = match parsed {
-        Some(Ok(r)) => r,
-        Some(Err(bad)) => {
-            let w = WireError::new(ErrorCode::BadRequest, bad.message);
-            state.metrics.request(label, w.code.as_str());
-            return conn
-                .peer
-                .send(Outbound::Text(error_frame(reply_kind, eid, &w)))
-                .await
-                .is_ok();
-        }
-        None => {
-            let w = WireError::new(ErrorCode::BadRequest, "frames must be JSON text");
-            state.metrics.request(label, w.code.as_str());
-            return conn
-                .peer
-                .send(Outbound::Text(error_frame("error", None, &w)))
-                .await
-                .is_ok();
-        }
+    let Some(Ok(req)) = parsed else {
+        return true;
     };
     let (answer, outcome) = dispatch::handle(state, conn, &req).await;
     state.metrics.request(label, outcome);
