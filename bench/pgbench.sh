@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# PostgreSQL's own limit for the SQL that Marquee runs per request: pgbench
+# calling the same api.* functions (docs/sql.md) at a given concurrency,
+# against the same database, so a Marquee figure can be printed beside it.
+#
+#   bench/pgbench.sh --db URL --workload hold|book|session [--clients C]
+#                    [--screenings N] [--duration S] [--threads J]
+#                    [--seats-per-hall K]
+#
+# Workloads (each pgbench client is one user with seats of its own, so no
+# call fails; prepared statements, autocommit, one call per transaction):
+#   hold     api.hold_seats then api.release_seats of the client's seat:
+#            2 seat changes per pgbench transaction (both commit with
+#            synchronous_commit off, set by the functions themselves).
+#            Clients are spread over N screenings (one hall each), like
+#            `bench rush --screenings N`.
+#   book     api.hold_seats then api.book_seats of a new seat: 1 durable
+#            booking per transaction (the booking commits synchronously);
+#            10 seats per screening per client (the default seat limit),
+#            then the next screening.
+#   session  api.session_user(uuid): the token/revocation lookup a
+#            logged-in connect makes.
+#
+# It creates its own cinema, halls, screenings (admin.*) and users
+# (api.auth_register with a dummy secret: they never log in) in the target
+# database and leaves them there (a throw-away benchmark database is
+# assumed). The last line of output is one JSON object; the pgbench report
+# goes to stderr.
+set -euo pipefail
+
+DB="${DATABASE_URL:-}"
+WORKLOAD=hold
+CLIENTS=16
+SCREENINGS=1
+DURATION=20
+THREADS=2
+# Seats per hall: at least what the clients need; pass the hall size of the
+# Marquee run being compared (per-call cost grows with the hall's rows).
+MIN_SPH=0
+# Upper bound of bookings/s used to size the book workload's screenings.
+MAX_BOOK_TPS=${MAX_BOOK_TPS:-3000}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --db) DB="$2"; shift 2 ;;
+    --workload) WORKLOAD="$2"; shift 2 ;;
+    --clients) CLIENTS="$2"; shift 2 ;;
+    --screenings) SCREENINGS="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
+    --seats-per-hall) MIN_SPH="$2"; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "pgbench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -n "$DB" ] || { echo "pgbench.sh: --db or DATABASE_URL is required" >&2; exit 2; }
+case "$WORKLOAD" in hold|book|session) ;; *) echo "pgbench.sh: workload must be hold, book or session" >&2; exit 2 ;; esac
+[ "$THREADS" -le "$CLIENTS" ] || THREADS=$CLIENTS
+
+RUN="p$(date +%s%N | cut -c6-15)$$"
+RUN=${RUN:0:20}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# Fixture shape.
+case "$WORKLOAD" in
+  hold)
+    NHALLS=$SCREENINGS; PER_HALL=1
+    SPH=$(( (CLIENTS + SCREENINGS - 1) / SCREENINGS )) ;;
+  book)
+    NHALLS=1
+    SPH=$(( CLIENTS * 10 ))
+    PER_HALL=$(( MAX_BOOK_TPS * (DURATION + 5) / (CLIENTS * 10) + 2 )) ;;
+  session)
+    NHALLS=1; PER_HALL=1; SPH=1 ;;
+esac
+[ "$SPH" -ge "$MIN_SPH" ] || SPH=$MIN_SPH
+ROWS=$(( (SPH + 24) / 25 ))
+SPH=$(( ROWS * 25 ))
+
+psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" \
+  -v run="$RUN" -v nhalls="$NHALLS" -v per_hall="$PER_HALL" -v rows="$ROWS" \
+  -v sph="$SPH" -v clients="$CLIENTS" >"$WORK/fixture" <<'SQL'
+SELECT admin.create_cinema('pgbench ' || :'run', 'Benchtown', 'Load Street 1', 'UTC') AS cinema \gset
+SELECT admin.create_film('pgbench ' || :'run', 120, 'PG') AS film \gset
+CREATE TEMP TABLE h AS
+  SELECT g, admin.create_hall(:cinema, 'P' || g, :rows, 25) AS id FROM generate_series(0, :nhalls - 1) AS g;
+CREATE TEMP TABLE s AS
+  SELECT h.g AS hg, k, admin.create_screening(h.id, :film,
+           date_trunc('hour', now()) + interval '2 days' + interval '3 hours' * k, 1200, 'EUR') AS id
+    FROM h, generate_series(0, :per_hall - 1) AS k;
+CREATE TEMP TABLE u AS
+  SELECT g, r.user_id AS id, r.session_id, r.outcome
+    FROM generate_series(0, :clients - 1) AS g,
+         LATERAL api.auth_register(:'run' || 'u' || g, '\x00'::bytea, 1, 86400) AS r;
+SELECT min(id) AS sbase FROM s \gset
+SELECT min(se.id) AS seatbase FROM seats AS se JOIN h ON se.hall_id = h.id \gset
+SELECT min(id) AS ubase FROM u \gset
+-- pgbench computes ids from the client number: they must be contiguous.
+SELECT (SELECT bool_and(id - :sbase = hg * :per_hall + k) FROM s)
+   AND (SELECT count(*) = :nhalls * :sph AND bool_and(se.id - :seatbase BETWEEN h.g * :sph AND h.g * :sph + :sph - 1)
+          FROM seats AS se JOIN h ON se.hall_id = h.id)
+   AND (SELECT bool_and(id - :ubase = g AND outcome = 'ok') FROM u) AS contiguous \gset
+SELECT :'sbase', :'seatbase', :'ubase', :'contiguous', (SELECT session_id FROM u WHERE g = 0),
+       current_setting('server_version');
+SQL
+IFS='|' read -r SBASE SEATBASE UBASE CONTIGUOUS SESSION PGVERSION <"$WORK/fixture"
+if [ "$CONTIGUOUS" != "t" ]; then
+  echo "pgbench.sh: the fixture's ids are not contiguous (concurrent inserts?); run again" >&2
+  exit 1
+fi
+
+case "$WORKLOAD" in
+  hold) cat >"$WORK/script.sql" <<'EOF'
+\set uid :ubase + :client_id
+\set h :client_id % :nscr
+\set sid :sbase + :h
+\set seat :seatbase + :h * :sph + :client_id / :nscr
+SELECT * FROM api.hold_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
+SELECT * FROM api.release_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
+EOF
+  ;;
+  book) cat >"$WORK/script.sql" <<'EOF'
+\set uid :ubase + :client_id
+\set n :n + 1
+\set sid :sbase + ((:n - 1) / 10) % :nscr
+\set seat :seatbase + :client_id * 10 + (:n - 1) % 10
+SELECT * FROM api.hold_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
+SELECT * FROM api.book_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
+EOF
+  ;;
+  session) cat >"$WORK/script.sql" <<'EOF'
+SELECT * FROM api.session_user(:sess::uuid);
+EOF
+  ;;
+esac
+
+if [ "$WORKLOAD" = book ]; then NSCR=$PER_HALL; else NSCR=$SCREENINGS; fi
+set +e
+pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -f "$WORK/script.sql" \
+  -D ubase="$UBASE" -D sbase="$SBASE" -D seatbase="$SEATBASE" -D sph="$SPH" \
+  -D nscr="$NSCR" -D n=0 -D sess="$SESSION" \
+  "$DB" >"$WORK/out" 2>&1
+STATUS=$?
+set -e
+cat "$WORK/out" >&2
+
+TPS=$(awk '/^tps = / {print $3; exit}' "$WORK/out")
+LAT=$(awk '/^latency average = / {print $4; exit}' "$WORK/out")
+FAILED=$(awk '/^number of failed transactions:/ {print $5; exit}' "$WORK/out")
+ABORTED=$(grep -c 'aborted in command' "$WORK/out" || true)
+[ -n "$TPS" ] || TPS=0
+case "$WORKLOAD" in
+  hold) RATE_NAME=changes_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", 2 * t}') ;;
+  book) RATE_NAME=bookings_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
+  session) RATE_NAME=lookups_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
+esac
+printf '{"tool":"pgbench","workload":"%s","clients":%s,"threads":%s,"screenings":%s,"seats_per_hall":%s,"duration_s":%s,"tps":%s,"%s":%s,"rate":%s,"latency_ms_avg":%s,"failed":%s,"aborted_clients":%s,"exit_status":%s,"server_version":"%s"}\n' \
+  "$WORKLOAD" "$CLIENTS" "$THREADS" "$SCREENINGS" "$SPH" "$DURATION" "$TPS" "$RATE_NAME" "$RATE" "$RATE" \
+  "${LAT:-null}" "${FAILED:-null}" "$ABORTED" "$STATUS" "$PGVERSION"
+[ "$STATUS" -eq 0 ] && [ "$ABORTED" -eq 0 ]
