@@ -75,11 +75,12 @@ BEGIN
              WHERE s.hall_id = v_hall;
         END IF;
 
-        -- Top up: four screenings a day at whole local hours, today and the next 7 days, future only.
+        -- Top up: four screenings a day at whole local hours, today and the next 8 days, future only: one day
+        -- more than the 7-day window, so the window is full at every hour of the day in every time zone.
         WITH slots AS (
             SELECT d.i AS day, k.i AS slot, hr.i AS hour,
                    (((now() AT TIME ZONE h.tz)::date + d.i) + make_time(hr.i, 0, 0)) AT TIME ZONE h.tz AS starts_at
-              FROM generate_series(0, 7) AS d(i)
+              FROM generate_series(0, 8) AS d(i)
               CROSS JOIN unnest(ARRAY[13, 16, 19, 22]) WITH ORDINALITY AS hr(i, k_ord)
               CROSS JOIN LATERAL (SELECT hr.k_ord::int AS i) AS k
         ), inserted AS (
@@ -112,5 +113,5 @@ $$;
 COMMENT ON FUNCTION admin.seed_demo() IS
     'Idempotent demo data: 7 films, 3 cinemas (Berlin, Lisbon, New York; their own time zones) with 2 halls each '
     '(vip rows, wheelchair places, aisles, broken seat C5 blocked), and 4 screenings a day per hall at 13, 16, 19 and '
-    '22 local time from today to 7 days ahead. Running it again creates nothing twice (cinemas by name, halls by '
-    'name, films by title, screenings by hall and start) and only tops screenings up to 7 days ahead.';
+    '22 local time from today to 8 days ahead. Running it again creates nothing twice (cinemas by name, halls by '
+    'name, films by title, screenings by hall and start) and only tops screenings up to 8 days ahead.';
