@@ -156,11 +156,6 @@ impl Server {
         })
     }
 
-    /// Open WebSocket connections.
-    pub fn connections(&self) -> usize {
-        self.state.hub.len()
-    }
-
     /// Graceful stop: no new connections, every socket finishes its
     /// current request and is closed with 1001, then background tasks stop.
     pub async fn shutdown(self) {

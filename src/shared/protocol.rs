@@ -117,8 +117,9 @@ pub struct Malformed {
     pub message: &'static str,
 }
 
-/// The envelope fields that could be read, whether or not the frame is valid.
-/// Reading them first lets the rate limiter answer with the right `eid`.
+/// Parses a text frame into a request. On failure, [`Malformed`] keeps the
+/// `type` and `eid` that could be read, so the error (or the rate limiter's
+/// answer) still echoes them.
 pub fn parse_request(text: &str) -> Result<Request, Malformed> {
     let mut malformed = Malformed {
         kind: None,
