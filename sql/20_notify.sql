@@ -25,48 +25,46 @@
 -- lapsed hold also counts as a change. Renewing a live hold (only
 -- hold_expires_at moves) is not a change.
 
-CREATE OR REPLACE FUNCTION internal.seat_change_payload(
-    p_screening bigint,
-    p_version   bigint,
-    p_seat_ids  bigint[],
-    p_statuses  text[],
-    p_user_ids  bigint[]
-) RETURNS text
+-- Before this file built each payload in a SQL-language function, which PostgreSQL parses and plans again on
+-- every call: the largest single cost of a seat change (docs/benchmarks.md). The payload is now aggregated by
+-- the trigger's own query and wrapped in PL/pgSQL.
+DROP FUNCTION IF EXISTS internal.seat_change_payload(bigint, bigint, bigint[], text[], bigint[]);
+DROP FUNCTION IF EXISTS internal.publish_seat_changes(bigint, bigint[], text[], bigint[]);
+
+CREATE OR REPLACE FUNCTION internal.seat_change_entry(p_seat bigint, p_status text, p_user bigint)
+RETURNS text
 LANGUAGE sql
-IMMUTABLE
+IMMUTABLE PARALLEL SAFE
 AS $$
-    WITH full_payload AS (
-        SELECT '{"s":' || p_screening || ',"v":' || p_version || ',"c":['
-               || coalesce(string_agg('[' || c.seat_id || ',' || to_json(c.status)::text || ','
-                                      || coalesce(c.user_id::text, 'null') || ']',
-                                      ',' ORDER BY c.seat_id),
-                           '')
-               || ']}' AS payload
-          FROM unnest(p_seat_ids, p_statuses, p_user_ids) AS c(seat_id, status, user_id)
-    )
-    SELECT CASE
-               WHEN octet_length(f.payload) <= 7900 THEN f.payload
-               ELSE '{"s":' || p_screening || ',"v":' || p_version || ',"r":1}'
-           END
-      FROM full_payload AS f
+    -- status needs no JSON escaping: the CHECK on seat_states.status allows four plain words only. A single
+    -- immutable expression (hence the explicit ::text casts), so the planner inlines it: it costs no call.
+    SELECT '[' || p_seat::text || ',"' || p_status || '",' || coalesce(p_user::text, 'null') || ']'
 $$;
 
-COMMENT ON FUNCTION internal.seat_change_payload(bigint, bigint, bigint[], text[], bigint[]) IS
-    'Builds the compact JSON notification payload for one screening''s change set, or the resync notice when it '
-    'would exceed 7,900 bytes (pg_notify refuses payloads of 8,000 bytes or more). Pure, so tests can call it.';
+COMMENT ON FUNCTION internal.seat_change_entry(bigint, text, bigint) IS
+    'One changed seat as it appears in a notification: [seat_id,"status",user_id|null].';
 
-CREATE OR REPLACE FUNCTION internal.publish_seat_changes(
-    p_screening bigint,
-    p_seat_ids  bigint[],
-    p_statuses  text[],
-    p_user_ids  bigint[]
-) RETURNS bigint
+CREATE OR REPLACE FUNCTION internal.send_notification(p_channel text, p_payload text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- The one place seat notifications leave: tests/sql replace this function inside their (rolled-back)
+    -- transaction to read what would have been sent, since pg_notify delivers only at commit.
+    PERFORM pg_notify(p_channel, p_payload);
+END;
+$$;
+
+COMMENT ON FUNCTION internal.send_notification(text, text) IS
+    'pg_notify(channel, payload); the seam through which the SQL tests observe notifications.';
+
+CREATE OR REPLACE FUNCTION internal.publish_seat_changes(p_screening bigint, p_changes text)
+RETURNS bigint
 LANGUAGE plpgsql
 AS $$
 DECLARE
     v_version bigint;
     v_hall    bigint;
-    v_channel text;
     v_payload text;
 BEGIN
     UPDATE screenings AS sc
@@ -78,59 +76,32 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    v_channel := 'hall_' || v_hall;
-    v_payload := internal.seat_change_payload(p_screening, v_version, p_seat_ids, p_statuses, p_user_ids);
-    PERFORM pg_notify(v_channel, v_payload);
-    -- Notifications are only delivered at commit, which a test inside a rolled-back transaction never
-    -- reaches; the last one sent is kept in a transaction-local setting so tests can read it.
-    PERFORM set_config('marquee.last_notify', v_channel || ' ' || v_payload, true);
+    v_payload := '{"s":' || p_screening || ',"v":' || v_version || ',"c":[' || p_changes || ']}';
+    IF octet_length(v_payload) > 7900 THEN
+        -- pg_notify refuses payloads of 8,000 bytes or more: subscribers fetch api.hall_snapshot instead.
+        v_payload := '{"s":' || p_screening || ',"v":' || v_version || ',"r":1}';
+    END IF;
+    PERFORM internal.send_notification('hall_' || v_hall, v_payload);
     RETURN v_version;
 END;
 $$;
 
-COMMENT ON FUNCTION internal.publish_seat_changes(bigint, bigint[], text[], bigint[]) IS
-    'Bumps one screening''s version by 1 and sends its one notification for the current statement; the row lock '
-    'taken by the bump orders concurrent change sets of a screening by commit. Also records the last notification '
-    'in setting marquee.last_notify (transaction-local) for tests.';
+COMMENT ON FUNCTION internal.publish_seat_changes(bigint, text) IS
+    'Bumps one screening''s version by 1 and sends its one notification for the current statement (p_changes: '
+    'the seat entries, comma-separated, in seat_id order), or the resync notice {"s","v","r":1} when the payload '
+    'would pass 7,900 bytes. The row lock taken by the bump orders concurrent change sets of a screening by commit.';
 
 CREATE OR REPLACE FUNCTION internal.seat_states_notify()
 RETURNS trigger
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     r record;
 BEGIN
     -- Screenings are published in id order so that statements touching several screenings (the sweep, a DBA's
     -- UPDATE) take the screening row locks in one global order and cannot deadlock with each other.
-    IF TG_OP = 'INSERT' THEN
-        FOR r IN
-            SELECT n.screening_id,
-                   array_agg(n.seat_id ORDER BY n.seat_id) AS seat_ids,
-                   array_agg(n.status  ORDER BY n.seat_id) AS statuses,
-                   array_agg(n.user_id ORDER BY n.seat_id) AS user_ids
-              FROM new_rows AS n
-             WHERE n.status <> 'free'  -- a new free row changes nothing anybody sees
-             GROUP BY n.screening_id
-             ORDER BY n.screening_id
-        LOOP
-            PERFORM internal.publish_seat_changes(r.screening_id, r.seat_ids, r.statuses, r.user_ids);
-        END LOOP;
-
-    ELSIF TG_OP = 'DELETE' THEN
-        FOR r IN
-            SELECT o.screening_id,
-                   array_agg(o.seat_id ORDER BY o.seat_id)    AS seat_ids,
-                   array_agg('free'::text ORDER BY o.seat_id) AS statuses,
-                   array_agg(NULL::bigint ORDER BY o.seat_id) AS user_ids
-              FROM old_rows AS o
-             WHERE o.status <> 'free'  -- a deleted row reads as free
-             GROUP BY o.screening_id
-             ORDER BY o.screening_id
-        LOOP
-            PERFORM internal.publish_seat_changes(r.screening_id, r.seat_ids, r.statuses, r.user_ids);
-        END LOOP;
-
-    ELSE  -- UPDATE
+    IF TG_OP = 'UPDATE' THEN
         FOR r IN
             WITH changed AS (
                 SELECT coalesce(n.screening_id, o.screening_id) AS screening_id,
@@ -138,21 +109,45 @@ BEGIN
                        coalesce(n.status, 'free')               AS status,
                        n.user_id
                   FROM old_rows AS o
-                  FULL JOIN new_rows AS n
+                  FULL JOIN new_rows AS n  -- full: a DBA may move a row to another screening or seat
                     ON n.screening_id = o.screening_id AND n.seat_id = o.seat_id
                  WHERE (coalesce(o.status, 'free'), o.user_id) IS DISTINCT FROM (coalesce(n.status, 'free'), n.user_id)
                     OR (o.status = 'held' AND o.hold_expires_at <= now()
                         AND n.status = 'held' AND n.hold_expires_at > now())
             )
             SELECT c.screening_id,
-                   array_agg(c.seat_id ORDER BY c.seat_id) AS seat_ids,
-                   array_agg(c.status  ORDER BY c.seat_id) AS statuses,
-                   array_agg(c.user_id ORDER BY c.seat_id) AS user_ids
+                   string_agg(internal.seat_change_entry(c.seat_id, c.status, c.user_id), ',' ORDER BY c.seat_id)
+                       AS changes
               FROM changed AS c
              GROUP BY c.screening_id
              ORDER BY c.screening_id
         LOOP
-            PERFORM internal.publish_seat_changes(r.screening_id, r.seat_ids, r.statuses, r.user_ids);
+            PERFORM internal.publish_seat_changes(r.screening_id, r.changes);
+        END LOOP;
+
+    ELSIF TG_OP = 'INSERT' THEN
+        FOR r IN
+            SELECT n.screening_id,
+                   string_agg(internal.seat_change_entry(n.seat_id, n.status, n.user_id), ',' ORDER BY n.seat_id)
+                       AS changes
+              FROM new_rows AS n
+             WHERE n.status <> 'free'  -- a new free row changes nothing anybody sees
+             GROUP BY n.screening_id
+             ORDER BY n.screening_id
+        LOOP
+            PERFORM internal.publish_seat_changes(r.screening_id, r.changes);
+        END LOOP;
+
+    ELSE  -- DELETE
+        FOR r IN
+            SELECT o.screening_id,
+                   string_agg(internal.seat_change_entry(o.seat_id, 'free', NULL), ',' ORDER BY o.seat_id) AS changes
+              FROM old_rows AS o
+             WHERE o.status <> 'free'  -- a deleted row reads as free
+             GROUP BY o.screening_id
+             ORDER BY o.screening_id
+        LOOP
+            PERFORM internal.publish_seat_changes(r.screening_id, r.changes);
         END LOOP;
     END IF;
 

@@ -7,131 +7,263 @@
 --     FOR UPDATE) before they are read for a decision, so concurrent calls
 --     wait for each other instead of deadlocking, and decide on committed
 --     state (READ COMMITTED takes a fresh snapshot per statement).
+--   * Holds of one screening are decided one after the other: hold_seats takes
+--     a transaction advisory lock on the screening before any row lock (see
+--     api.hold_seats). Nothing else waits for that lock while holding a row
+--     lock, so it adds no lock-order cycle.
 --   * seat_states is changed by ONE UPDATE per call, so a call is one change
 --     set: one version bump and one notification (sql/20_notify.sql).
 --   * A held row whose hold_expires_at <= now() counts as free for everyone,
 --     even before api.sweep_expired_holds rewrote it.
---   * Settings are read on every call.
+--   * Settings are read on every call (one scan of the small settings table).
 --   * Holds are ephemeral: hold, release and sweep commit with
 --     synchronous_commit off (a crash may forget the last few hundred ms of
 --     holds, which would have lapsed anyway); bookings and cancellations keep
 --     the server's setting (synchronous by default).
+--
+-- These are the hot path (docs/benchmarks.md): each call is written as few
+-- statements as its rules allow, with the checks inlined rather than calls of
+-- small helper functions (each PL/pgSQL call and each statement costs
+-- executor start-up, and SQL-language helpers are planned again on every
+-- call). The functions run with plan_cache_mode = force_generic_plan: their
+-- statements look rows up by primary key or by (screening_id, user_id), where
+-- the generic plan is the custom one, so planning once per session is enough.
 
 CREATE OR REPLACE FUNCTION api.hold_seats(p_user bigint, p_screening bigint, p_seats bigint[])
 RETURNS TABLE (expires_at timestamptz, version bigint)
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_seats       bigint[];
+    v_seats       bigint[] := p_seats;
+    v_n           int := cardinality(p_seats);
+    v_user_ok     boolean;
+    v_hall        bigint;
     v_starts_at   timestamptz;
-    v_limit       int;
+    v_seat_limit  int;
     v_ttl         int;
-    v_count       bigint;
+    v_user_limit  int;
+    v_max_hold    int;
+    v_found       int;
+    v_first_taken timestamptz;
     v_unavailable bigint[];
-    v_expires     timestamptz;
+    v_missing     bigint[];
+    v_mine        bigint;
+    v_user_holds  bigint;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
 
     IF p_screening IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'screening_id is required.';
     END IF;
-    v_seats := internal.seat_list(p_seats);
-    PERFORM internal.require_user(p_user);
-    SELECT f.starts_at INTO v_starts_at FROM internal.find_screening(p_screening, v_seats) AS f;
+    IF v_n IS NULL OR v_n = 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'Please choose at least one seat.';
+    END IF;
+    IF array_position(p_seats, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'A seat id is missing.';
+    END IF;
+    IF v_n > 1 THEN
+        -- Sorted and distinct: duplicates count once, and every caller locks in the same order.
+        v_seats := ARRAY(SELECT DISTINCT u.id FROM unnest(p_seats) AS u(id) ORDER BY u.id);
+        v_n := cardinality(v_seats);
+    END IF;
+
+    -- The user (UNAUTHORIZED unless it exists: a session of a deleted user must not reach the seat tables), the
+    -- screening and every setting in one statement.
+    SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at,
+           st.seat_limit, st.ttl, st.user_limit, st.max_hold
+      INTO v_user_ok, v_hall, v_starts_at, v_seat_limit, v_ttl, v_user_limit, v_max_hold
+      FROM (SELECT max(s.value) FILTER (WHERE s.key = 'seat_limit')       AS seat_limit,
+                   max(s.value) FILTER (WHERE s.key = 'hold_ttl_seconds') AS ttl,
+                   max(s.value) FILTER (WHERE s.key = 'user_hold_limit')  AS user_limit,
+                   max(s.value) FILTER (WHERE s.key = 'max_hold_seconds') AS max_hold
+              FROM settings AS s) AS st
+      LEFT JOIN screenings AS sc ON sc.id = p_screening;
+    IF NOT v_user_ok THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ401', MESSAGE = 'Please log in first.';
+    END IF;
+    IF v_hall IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Screening not found.';
+    END IF;
+    IF v_seat_limit IS NULL OR v_ttl IS NULL OR v_user_limit IS NULL OR v_max_hold IS NULL THEN
+        -- A deployment bug, not a user error: a plain error, answered as INTERNAL.
+        RAISE EXCEPTION 'a hold setting is missing from table settings';
+    END IF;
+
+    -- Holds of one screening are decided one after the other, each on the state the previous one committed: the
+    -- seat rules (the per-screening limit here, the box office's neighbour rules) look at seats beyond the
+    -- requested ones, which row locks on the requested seats alone would not protect. A transaction advisory lock
+    -- on the screening costs one lock-table entry, no write; the version bump serialises a screening's changes
+    -- until commit anyway, so it adds no wait the design did not have. Two-key form: class 1 = holds of a
+    -- screening (ids folded into int4; two screenings sharing a key only queue together).
+    PERFORM pg_advisory_xact_lock(1, (p_screening % 2147483647)::int);
+    -- user_hold_limit spans screenings, so one user's holds queue on the user too (class 2), taken second by
+    -- every hold: no cycle.
+    PERFORM pg_advisory_xact_lock(2, (p_user % 2147483647)::int);
+
+    -- Lock the requested seats in seat_id order and classify them in the same statement.
+    SELECT count(*)::int,
+           min(coalesce(l.held_at, now()))
+               FILTER (WHERE l.status = 'held' AND l.user_id = p_user AND l.hold_expires_at > now()),
+           array_agg(l.seat_id ORDER BY l.seat_id)
+               FILTER (WHERE l.status IN ('booked', 'blocked')
+                          OR (l.status = 'held' AND l.user_id <> p_user AND l.hold_expires_at > now()))
+      INTO v_found, v_first_taken, v_unavailable
+      FROM (SELECT ss.seat_id, ss.status, ss.user_id, ss.hold_expires_at, ss.held_at
+              FROM seat_states AS ss
+             WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
+             ORDER BY ss.seat_id
+               FOR UPDATE) AS l;
+    IF v_found < v_n THEN
+        SELECT array_agg(u.id ORDER BY u.id) INTO v_missing
+          FROM unnest(v_seats) AS u(id)
+         WHERE NOT EXISTS (SELECT FROM seats AS s WHERE s.id = u.id AND s.hall_id = v_hall);
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Seat not found in this screening''s hall.',
+                                  DETAIL = internal.ids_json(v_missing);
+        END IF;
+        -- Seats of the hall whose state row a DBA deleted read as free: give them their row back (a free row is
+        -- no change, sql/20_notify.sql) and read again.
+        INSERT INTO seat_states (screening_id, seat_id)
+        SELECT p_screening, u.id FROM unnest(v_seats) AS u(id)
+        ON CONFLICT DO NOTHING;
+        RETURN QUERY SELECT h.expires_at, h.version FROM api.hold_seats(p_user, p_screening, v_seats) AS h;
+        RETURN;
+    END IF;
+
     IF v_starts_at <= now() THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
     END IF;
 
-    v_limit := internal.setting('seat_limit');
-    v_ttl := internal.setting('hold_ttl_seconds');
-
-    -- Only holding adds to a user's seats, so serialising one user's holds on one screening is enough for two
-    -- concurrent requests not to pass the seat limit together. Taken before any row lock: no lock-order cycle.
-    PERFORM pg_advisory_xact_lock(hashtextextended('marquee.hold:' || p_user || ':' || p_screening, 0));
-
-    PERFORM 1
-       FROM seat_states AS ss
-      WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
-      ORDER BY ss.seat_id
-        FOR UPDATE;
-
-    SELECT count(*) INTO v_count
-      FROM (SELECT ss.seat_id
+    -- After this call the user holds every requested seat: the limits count the user's other seats plus them.
+    SELECT (SELECT count(*)
               FROM seat_states AS ss
-             WHERE ss.screening_id = p_screening
-               AND ss.user_id = p_user
+             WHERE ss.screening_id = p_screening AND ss.user_id = p_user
                AND (ss.status = 'booked' OR (ss.status = 'held' AND ss.hold_expires_at > now()))
-            UNION
-            SELECT u.id FROM unnest(v_seats) AS u(id)) AS mine;
-    IF v_count > v_limit THEN
+               AND ss.seat_id <> ALL (v_seats)),
+           (SELECT count(*)
+              FROM seat_states AS ss
+             WHERE ss.user_id = p_user AND ss.status = 'held' AND ss.hold_expires_at > now()
+               AND NOT (ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)))
+      INTO v_mine, v_user_holds;
+    IF v_mine + v_n > v_seat_limit THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ411',
-            MESSAGE = format('You can hold or book at most %s seats for one screening.', v_limit);
+            MESSAGE = format('You can hold or book at most %s seats for one screening.', v_seat_limit);
+    END IF;
+    IF v_user_holds + v_n > v_user_limit THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ411',
+            MESSAGE = format('You can hold at most %s seats at a time over all screenings.', v_user_limit);
     END IF;
 
-    SELECT array_agg(ss.seat_id ORDER BY ss.seat_id) INTO v_unavailable
-      FROM seat_states AS ss
-     WHERE ss.screening_id = p_screening
-       AND ss.seat_id = ANY (v_seats)
-       AND (ss.status IN ('booked', 'blocked')
-            OR (ss.status = 'held' AND ss.user_id <> p_user AND ss.hold_expires_at > now()));
     IF v_unavailable IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ409', MESSAGE = 'Some of these seats are no longer available.',
                               DETAIL = internal.ids_json(v_unavailable);
     END IF;
 
-    v_expires := now() + make_interval(secs => v_ttl);
+    -- A seat the user holds live is renewed and keeps the moment it was taken; any other becomes a new hold.
+    -- Either way its expiry is now + TTL, capped at that moment + max_hold_seconds.
     UPDATE seat_states AS ss
-       SET status = 'held', user_id = p_user, hold_expires_at = v_expires, booking_id = NULL, expired_holder = NULL
+       SET status = 'held', user_id = p_user, booking_id = NULL, expired_holder = NULL,
+           held_at = CASE
+                         WHEN ss.status = 'held' AND ss.user_id = p_user AND ss.hold_expires_at > now()
+                             THEN coalesce(ss.held_at, now())
+                         ELSE now()
+                     END,
+           hold_expires_at = least(now() + make_interval(secs => v_ttl),
+                                   CASE
+                                       WHEN ss.status = 'held' AND ss.user_id = p_user AND ss.hold_expires_at > now()
+                                           THEN coalesce(ss.held_at, now())
+                                       ELSE now()
+                                   END + make_interval(secs => v_max_hold))
      WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats);
 
-    RETURN QUERY SELECT v_expires, sc.version FROM screenings AS sc WHERE sc.id = p_screening;
+    -- The answer's expiry is the earliest of the seats' (the oldest renewed hold reaches its cap first).
+    expires_at := least(now() + make_interval(secs => v_ttl),
+                        coalesce(v_first_taken, now()) + make_interval(secs => v_max_hold));
+    SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;
+    RETURN NEXT;
 END;
 $$;
 
 COMMENT ON FUNCTION api.hold_seats(bigint, bigint, bigint[]) IS
     'hold_seats, all or nothing: holds free (or lapsed) seats and renews the user''s own holds until now + '
-    'hold_ttl_seconds. NOT_FOUND, SCREENING_CLOSED, HOLD_LIMIT (more than seat_limit seats held or booked by the '
-    'user on the screening afterwards), SEAT_UNAVAILABLE (DETAIL: the seats held by others, booked or blocked). '
-    'Returns the new expiry and the screening''s version after the call.';
+    'hold_ttl_seconds, never past the moment the user took the seat + max_hold_seconds. NOT_FOUND, SCREENING_CLOSED, '
+    'HOLD_LIMIT (more than seat_limit seats held or booked by the user on the screening, or more than '
+    'user_hold_limit seats held over all screenings, afterwards), SEAT_UNAVAILABLE (DETAIL: the seats held by '
+    'others, booked or blocked). Returns the earliest new expiry and the screening''s version after the call.';
 
 CREATE OR REPLACE FUNCTION api.release_seats(p_user bigint, p_screening bigint, p_seats bigint[])
 RETURNS TABLE (seat_ids bigint[], version bigint)
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_seats     bigint[];
+    v_seats     bigint[] := p_seats;
+    v_n         int := cardinality(p_seats);
+    v_user_ok   boolean;
+    v_hall      bigint;
     v_starts_at timestamptz;
-    v_released  bigint[];
+    v_known     bigint;
+    v_missing   bigint[];
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
 
     IF p_screening IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'screening_id is required.';
     END IF;
-    v_seats := internal.seat_list(p_seats);
-    PERFORM internal.require_user(p_user);
-    SELECT f.starts_at INTO v_starts_at FROM internal.find_screening(p_screening, v_seats) AS f;
+    IF v_n IS NULL OR v_n = 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'Please choose at least one seat.';
+    END IF;
+    IF array_position(p_seats, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'A seat id is missing.';
+    END IF;
+    IF v_n > 1 THEN
+        v_seats := ARRAY(SELECT DISTINCT u.id FROM unnest(p_seats) AS u(id) ORDER BY u.id);
+        v_n := cardinality(v_seats);
+    END IF;
+
+    SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at,
+           (SELECT count(*) FROM seats AS s WHERE s.id = ANY (v_seats) AND s.hall_id = sc.hall_id)
+      INTO v_user_ok, v_hall, v_starts_at, v_known
+      FROM (SELECT) AS one
+      LEFT JOIN screenings AS sc ON sc.id = p_screening;
+    IF NOT v_user_ok THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ401', MESSAGE = 'Please log in first.';
+    END IF;
+    IF v_hall IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Screening not found.';
+    END IF;
+    IF v_known < v_n THEN
+        SELECT array_agg(u.id ORDER BY u.id) INTO v_missing
+          FROM unnest(v_seats) AS u(id)
+         WHERE NOT EXISTS (SELECT FROM seats AS s WHERE s.id = u.id AND s.hall_id = v_hall);
+        RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Seat not found in this screening''s hall.',
+                              DETAIL = internal.ids_json(v_missing);
+    END IF;
     IF v_starts_at <= now() THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
     END IF;
 
-    PERFORM 1
-       FROM seat_states AS ss
-      WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
-        AND ss.status = 'held' AND ss.user_id = p_user
-      ORDER BY ss.seat_id
-        FOR UPDATE;
+    IF v_n > 1 THEN
+        -- One seat needs no ordering; several are locked in seat_id order before the UPDATE takes them.
+        PERFORM FROM seat_states AS ss
+          WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
+            AND ss.status = 'held' AND ss.user_id = p_user
+          ORDER BY ss.seat_id
+            FOR UPDATE;
+    END IF;
 
     WITH released AS (
         UPDATE seat_states AS ss
-           SET status = 'free', user_id = NULL, hold_expires_at = NULL
+           SET status = 'free', user_id = NULL, hold_expires_at = NULL, held_at = NULL
          WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
            AND ss.status = 'held' AND ss.user_id = p_user
         RETURNING ss.seat_id
     )
-    SELECT coalesce(array_agg(r.seat_id ORDER BY r.seat_id), '{}') INTO v_released FROM released AS r;
+    SELECT coalesce(array_agg(r.seat_id ORDER BY r.seat_id), '{}') INTO seat_ids FROM released AS r;
 
-    RETURN QUERY SELECT v_released, sc.version FROM screenings AS sc WHERE sc.id = p_screening;
+    SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;
+    RETURN NEXT;
 END;
 $$;
 
@@ -151,35 +283,51 @@ RETURNS TABLE (
     version      bigint
 )
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_seats       bigint[];
-    v_screening   record;
+    v_seats       bigint[] := p_seats;
+    v_n           int := cardinality(p_seats);
+    v_user_ok     boolean;
+    v_hall        bigint;
+    v_starts_at   timestamptz;
+    v_price       int;
+    v_currency    text;
+    v_found       int;
     v_unavailable bigint[];
     v_expired     bigint[];
-    v_booking     bigint;
-    v_total       int;
-    v_created     timestamptz;
+    v_missing     bigint[];
 BEGIN
     IF p_screening IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'screening_id is required.';
     END IF;
-    v_seats := internal.seat_list(p_seats);
-    PERFORM internal.require_user(p_user);
-    SELECT f.starts_at, f.price, f.currency INTO v_screening FROM internal.find_screening(p_screening, v_seats) AS f;
-    IF v_screening.starts_at <= now() THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
+    IF v_n IS NULL OR v_n = 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'Please choose at least one seat.';
+    END IF;
+    IF array_position(p_seats, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'A seat id is missing.';
+    END IF;
+    IF v_n > 1 THEN
+        v_seats := ARRAY(SELECT DISTINCT u.id FROM unnest(p_seats) AS u(id) ORDER BY u.id);
+        v_n := cardinality(v_seats);
     END IF;
 
-    PERFORM 1
-       FROM seat_states AS ss
-      WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
-      ORDER BY ss.seat_id
-        FOR UPDATE;
+    SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at, sc.price, sc.currency
+      INTO v_user_ok, v_hall, v_starts_at, v_price, v_currency
+      FROM (SELECT) AS one
+      LEFT JOIN screenings AS sc ON sc.id = p_screening;
+    IF NOT v_user_ok THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ401', MESSAGE = 'Please log in first.';
+    END IF;
+    IF v_hall IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Screening not found.';
+    END IF;
 
-    SELECT array_agg(v.seat_id ORDER BY v.seat_id) FILTER (WHERE v.verdict = 'unavailable'),
-           array_agg(v.seat_id ORDER BY v.seat_id) FILTER (WHERE v.verdict = 'expired')
-      INTO v_unavailable, v_expired
+    -- Lock the seats in seat_id order and classify them in the same statement.
+    SELECT count(*)::int,
+           array_agg(l.seat_id ORDER BY l.seat_id) FILTER (WHERE l.verdict = 'unavailable'),
+           array_agg(l.seat_id ORDER BY l.seat_id) FILTER (WHERE l.verdict = 'expired')
+      INTO v_found, v_unavailable, v_expired
       FROM (SELECT ss.seat_id,
                    CASE
                        WHEN ss.status = 'held' AND ss.user_id = p_user AND ss.hold_expires_at > now() THEN 'ok'
@@ -188,8 +336,29 @@ BEGIN
                        ELSE 'unavailable'
                    END AS verdict
               FROM seat_states AS ss
-             WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)) AS v;
-    IF v_unavailable IS NOT NULL THEN
+             WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
+             ORDER BY ss.seat_id
+               FOR UPDATE) AS l;
+    IF v_found < v_n THEN
+        SELECT array_agg(u.id ORDER BY u.id) INTO v_missing
+          FROM unnest(v_seats) AS u(id)
+         WHERE NOT EXISTS (SELECT FROM seats AS s WHERE s.id = u.id AND s.hall_id = v_hall);
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Seat not found in this screening''s hall.',
+                                  DETAIL = internal.ids_json(v_missing);
+        END IF;
+    END IF;
+    IF v_starts_at <= now() THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
+    END IF;
+    IF v_found < v_n THEN
+        -- A seat of the hall with no state row reads as free: nobody holds it for this user.
+        SELECT array_agg(u.id ORDER BY u.id) INTO v_missing
+          FROM unnest(v_seats) AS u(id)
+         WHERE NOT EXISTS (SELECT FROM seat_states AS ss WHERE ss.screening_id = p_screening AND ss.seat_id = u.id);
+        v_unavailable := ARRAY(SELECT DISTINCT x FROM unnest(v_unavailable || v_missing) AS x ORDER BY x);
+    END IF;
+    IF v_unavailable IS NOT NULL AND cardinality(v_unavailable) > 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ409', MESSAGE = 'Some of these seats are not held by you.',
                               DETAIL = internal.ids_json(v_unavailable);
     END IF;
@@ -198,22 +367,24 @@ BEGIN
                               DETAIL = internal.ids_json(v_expired);
     END IF;
 
-    v_total := v_screening.price * cardinality(v_seats);
+    total := v_price * v_n;
     INSERT INTO bookings AS b (user_id, screening_id, total, currency, status)
-    VALUES (p_user, p_screening, v_total, v_screening.currency, 'confirmed')
-    RETURNING b.id, b.created_at INTO v_booking, v_created;
+    VALUES (p_user, p_screening, total, v_currency, 'confirmed')
+    RETURNING b.id, b.created_at INTO booking_id, created_at;
 
     UPDATE seat_states AS ss
-       SET status = 'booked', booking_id = v_booking, hold_expires_at = NULL
+       SET status = 'booked', booking_id = book_seats.booking_id, hold_expires_at = NULL, held_at = NULL
      WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats);
 
     INSERT INTO booking_seats (booking_id, screening_id, seat_id, active)
-    SELECT v_booking, p_screening, u.id, true FROM unnest(v_seats) AS u(id);
+    SELECT book_seats.booking_id, p_screening, u.id, true FROM unnest(v_seats) AS u(id);
 
-    RETURN QUERY
-    SELECT v_booking, p_screening, v_seats, v_total, v_screening.currency::text, 'confirmed'::text, v_created, sc.version
-      FROM screenings AS sc
-     WHERE sc.id = p_screening;
+    screening_id := p_screening;
+    seat_ids := v_seats;
+    currency := v_currency;
+    status := 'confirmed';
+    SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;
+    RETURN NEXT;
 END;
 $$;
 
@@ -336,7 +507,7 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     )
     UPDATE seat_states AS ss
-       SET status = 'free', expired_holder = ss.user_id, user_id = NULL, hold_expires_at = NULL
+       SET status = 'free', expired_holder = ss.user_id, user_id = NULL, hold_expires_at = NULL, held_at = NULL
       FROM lapsed AS l
      WHERE ss.screening_id = l.screening_id AND ss.seat_id = l.seat_id
        AND ss.status = 'held' AND ss.hold_expires_at <= now();

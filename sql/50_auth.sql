@@ -186,15 +186,21 @@ COMMENT ON FUNCTION api.auth_register(text, bytea, bigint, int) IS
 
 CREATE OR REPLACE FUNCTION api.session_user(p_session uuid)
 RETURNS TABLE (user_id bigint, username text, expires_at timestamptz)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SET plan_cache_mode = force_generic_plan
 AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is never inlined, so PostgreSQL would parse and plan its
+    -- body on every call; here the plan is made once per session. Every logged-in connect runs this.
+    RETURN QUERY
     SELECT u.id, u.username, s.expires_at
       FROM sessions AS s
       JOIN users AS u ON u.id = s.user_id
      WHERE s.id = p_session
        AND s.revoked_at IS NULL
-       AND s.expires_at > now()
+       AND s.expires_at > now();
+END;
 $$;
 
 COMMENT ON FUNCTION api.session_user(uuid) IS

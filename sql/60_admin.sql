@@ -189,7 +189,7 @@ BEGIN
         FOR UPDATE;
 
     UPDATE seat_states AS ss
-       SET status = 'blocked', user_id = NULL, hold_expires_at = NULL
+       SET status = 'blocked', user_id = NULL, hold_expires_at = NULL, held_at = NULL
      WHERE ss.screening_id = block_seats.screening_id AND ss.seat_id = ANY (v_seats)
        AND ss.status IN ('free', 'held');
     GET DIAGNOSTICS v_count = ROW_COUNT;
@@ -268,3 +268,37 @@ $$;
 COMMENT ON FUNCTION admin.set_seat_limit(int) IS
     'Sets how many seats one user may hold or have booked per screening; applies to the next hold on every '
     'replica. Seats already held or booked are kept.';
+
+CREATE OR REPLACE FUNCTION admin.set_user_hold_limit(n int)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF set_user_hold_limit.n IS NULL OR set_user_hold_limit.n NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'The hold limit per user must be between 1 and 100000.';
+    END IF;
+    INSERT INTO settings AS s (key, value) VALUES ('user_hold_limit', set_user_hold_limit.n)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+END;
+$$;
+
+COMMENT ON FUNCTION admin.set_user_hold_limit(int) IS
+    'Sets how many seats one user may hold at once over all screenings together (bookings do not count); applies '
+    'to the next hold on every replica. Holds already taken are kept.';
+
+CREATE OR REPLACE FUNCTION admin.set_max_hold_seconds(s int)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF set_max_hold_seconds.s IS NULL OR set_max_hold_seconds.s NOT BETWEEN 1 AND 604800 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'The hold lifetime must be between 1 and 604800 seconds.';
+    END IF;
+    INSERT INTO settings AS st (key, value) VALUES ('max_hold_seconds', set_max_hold_seconds.s)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+END;
+$$;
+
+COMMENT ON FUNCTION admin.set_max_hold_seconds(int) IS
+    'Sets the longest a user may keep one seat by renewing: its expiry never passes the moment the user took it '
+    'plus this many seconds (1 s to 7 days); applies to the next hold on every replica.';

@@ -1,7 +1,7 @@
 -- Holding and releasing seats: api.hold_seats, api.release_seats.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(45);
+SELECT plan(61);
 
 SELECT pg_temp.make_user('tap_alice') AS alice \gset
 SELECT pg_temp.make_user('tap_bob') AS bob \gset
@@ -155,6 +155,59 @@ SELECT is(pg_temp.err(format('SELECT * FROM api.release_seats(NULL, %s, ARRAY[%s
           'release needs a user');
 SELECT is(pg_temp.err('SELECT * FROM api.release_seats(1, 1, ''{}'')'), 'MQ400',
           'release of an empty list is BAD_REQUEST');
+
+-- Abuse limits: holds over all screenings, hold lifetime -------------------------------------------------------
+
+SELECT pg_temp.make_user('tap_carol') AS carol \gset
+SELECT pg_temp.make_screening(2, 3) AS s1 \gset
+SELECT pg_temp.make_screening(2, 3) AS s2 \gset
+SELECT pg_temp.seat(:s1, 'A1') AS s1a1, pg_temp.seat(:s1, 'A2') AS s1a2, pg_temp.seat(:s1, 'A3') AS s1a3,
+       pg_temp.seat(:s2, 'A1') AS s2a1, pg_temp.seat(:s2, 'A2') AS s2a2 \gset
+SELECT admin.set_user_hold_limit(3);
+SELECT lives_ok(format('SELECT * FROM api.hold_seats(%s, %s, ARRAY[%s, %s])', :carol, :s1, :s1a1, :s1a2),
+                'two holds on one screening are within a user_hold_limit of 3');
+SELECT lives_ok(format('SELECT * FROM api.hold_seats(%s, %s, ARRAY[%s])', :carol, :s2, :s2a1),
+                'a third on another screening reaches it');
+SELECT throws_ok(format('SELECT * FROM api.hold_seats(%s, %s, ARRAY[%s])', :carol, :s2, :s2a2),
+                'MQ411', 'You can hold at most 3 seats at a time over all screenings.',
+                'a fourth hold over all screenings is HOLD_LIMIT, with the limit in the message');
+SELECT lives_ok(format('SELECT * FROM api.hold_seats(%s, %s, ARRAY[%s, %s])', :carol, :s1, :s1a1, :s1a2),
+                'renewing held seats adds nothing to the count');
+SELECT lives_ok(format('SELECT * FROM api.book_seats(%s, %s, ARRAY[%s])', :carol, :s2, :s2a1),
+                'booking a held seat');
+SELECT lives_ok(format('SELECT * FROM api.hold_seats(%s, %s, ARRAY[%s])', :carol, :s2, :s2a2),
+                'frees room under the limit: bookings do not count');
+SELECT throws_ok(format('SELECT * FROM api.hold_seats(%s, %s, ARRAY[%s])', :carol, :s1, :s1a3),
+                'MQ411', 'You can hold at most 3 seats at a time over all screenings.',
+                'the limit holds again once reached');
+SELECT admin.set_user_hold_limit(20);
+
+SELECT admin.set_hold_ttl(600);
+SELECT admin.set_max_hold_seconds(900);
+UPDATE seat_states SET held_at = now() - interval '800 seconds' WHERE screening_id = :s1 AND seat_id = :s1a1;
+SELECT is((SELECT h.expires_at FROM api.hold_seats(:carol, :s1, ARRAY[:s1a1]::bigint[]) AS h),
+          now() + interval '100 seconds',
+          'renewing never moves the expiry past the moment the seat was taken + max_hold_seconds');
+SELECT is((SELECT held_at FROM seat_states WHERE screening_id = :s1 AND seat_id = :s1a1),
+          now() - interval '800 seconds', 'a renewal keeps the moment the seat was taken');
+SELECT is((SELECT h.expires_at FROM api.hold_seats(:carol, :s1, ARRAY[:s1a1, :s1a3]::bigint[]) AS h),
+          now() + interval '100 seconds', 'the answer shows the earliest expiry of its seats');
+SELECT is((SELECT hold_expires_at FROM seat_states WHERE screening_id = :s1 AND seat_id = :s1a3),
+          now() + interval '600 seconds', 'while a new seat of the same request gets the full TTL');
+UPDATE seat_states SET hold_expires_at = now() - interval '1 second' WHERE screening_id = :s1 AND seat_id = :s1a1;
+SELECT is((SELECT h.expires_at FROM api.hold_seats(:carol, :s1, ARRAY[:s1a1]::bigint[]) AS h),
+          now() + interval '600 seconds', 'a hold that lapsed and is taken again is a new hold');
+SELECT is((SELECT held_at FROM seat_states WHERE screening_id = :s1 AND seat_id = :s1a1), now(),
+          'taken now');
+SELECT admin.set_max_hold_seconds(60);
+SELECT is((SELECT h.expires_at FROM api.hold_seats(:carol, :s2, ARRAY[:s2a2]::bigint[]) AS h),
+          now() + interval '60 seconds', 'a TTL longer than max_hold_seconds is capped even for a new hold');
+SELECT throws_ok('SELECT admin.set_user_hold_limit(0)',
+                'MQ400', 'The hold limit per user must be between 1 and 100000.',
+                'admin.set_user_hold_limit refuses 0');
+SELECT throws_ok('SELECT admin.set_max_hold_seconds(0)',
+                'MQ400', 'The hold lifetime must be between 1 and 604800 seconds.',
+                'admin.set_max_hold_seconds refuses 0');
 
 SELECT * FROM finish();
 ROLLBACK;

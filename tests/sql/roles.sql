@@ -93,7 +93,10 @@ SELECT is_empty($$SELECT f::text FROM pg_temp.our_functions() AS f
 
 SELECT is_empty($$SELECT f::text FROM pg_temp.definer_functions() AS f JOIN pg_proc AS p ON p.oid = f
                    WHERE NOT p.prosecdef
-                      OR p.proconfig IS DISTINCT FROM ARRAY['search_path=pg_catalog, public, pg_temp']$$,
+                      OR NOT coalesce('search_path=pg_catalog, public, pg_temp' = ANY (p.proconfig), false)
+                      OR EXISTS (SELECT FROM unnest(p.proconfig) AS c(setting)
+                                  WHERE c.setting NOT IN ('search_path=pg_catalog, public, pg_temp',
+                                                          'plan_cache_mode=force_generic_plan'))$$,
                 'every api and admin function and every trigger function is SECURITY DEFINER with '
                 'search_path = pg_catalog, public, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc AS p
