@@ -95,6 +95,8 @@ CREATE OR REPLACE FUNCTION internal.seat_states_notify()
 RETURNS trigger
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     r         record;
@@ -207,6 +209,8 @@ SELECT internal.ensure_trigger(
 CREATE OR REPLACE FUNCTION internal.seat_states_clear_expired_holder()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     NEW.expired_holder := NULL;

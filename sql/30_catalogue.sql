@@ -4,6 +4,8 @@
 CREATE OR REPLACE FUNCTION internal.screenings_create_seat_states()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     INSERT INTO seat_states (screening_id, seat_id, status)
@@ -33,6 +35,8 @@ SELECT internal.ensure_trigger(
 CREATE OR REPLACE FUNCTION internal.seats_create_seat_states()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     INSERT INTO seat_states (screening_id, seat_id, status)
@@ -61,6 +65,8 @@ SELECT internal.ensure_trigger(
 CREATE OR REPLACE FUNCTION internal.screenings_keep_hall()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = 'MQ400',
@@ -87,6 +93,8 @@ CREATE OR REPLACE FUNCTION api.get_cinemas()
 RETURNS TABLE (id bigint, name text, city text, address text, timezone text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT c.id, c.name, c.city, c.address, c.timezone
       FROM cinemas AS c
@@ -114,6 +122,8 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT sc.id, h.cinema_id, h.id, h.name,
            f.id, f.title, f.duration_min, f.age_rating,
@@ -144,6 +154,8 @@ CREATE OR REPLACE FUNCTION api.screening_hall(p_screening bigint)
 RETURNS bigint
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT sc.hall_id FROM screenings AS sc WHERE sc.id = p_screening
 $$;
@@ -169,6 +181,8 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF p_screening IS NULL THEN

@@ -33,6 +33,8 @@ CREATE OR REPLACE FUNCTION api.hold_seats(p_user bigint, p_screening bigint, p_s
 RETURNS TABLE (expires_at timestamptz, version bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_seats       bigint[] := p_seats;
@@ -196,6 +198,8 @@ CREATE OR REPLACE FUNCTION api.release_seats(p_user bigint, p_screening bigint, 
 RETURNS TABLE (seat_ids bigint[], version bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_seats     bigint[] := p_seats;
@@ -284,6 +288,8 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_seats       bigint[] := p_seats;
@@ -406,6 +412,8 @@ RETURNS TABLE (
     version      bigint
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_booking   record;
@@ -474,6 +482,8 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT b.id, b.screening_id,
            ARRAY(SELECT bs.seat_id FROM booking_seats AS bs WHERE bs.booking_id = b.id ORDER BY bs.seat_id),
@@ -489,6 +499,8 @@ COMMENT ON FUNCTION api.get_bookings(bigint) IS
 CREATE OR REPLACE FUNCTION api.sweep_expired_holds()
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_count int;

@@ -73,6 +73,8 @@ COMMENT ON FUNCTION internal.auth_start_session(bigint, int) IS
 CREATE OR REPLACE FUNCTION api.auth_user(p_username text)
 RETURNS TABLE (user_id bigint, totp_secret bytea, last_step bigint)
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_name text := lower(p_username);
@@ -92,6 +94,8 @@ COMMENT ON FUNCTION api.auth_user(text) IS
 CREATE OR REPLACE FUNCTION api.auth_login(p_username text, p_step bigint, p_ttl_seconds int)
 RETURNS TABLE (outcome text, retry_after_s int, user_id bigint, session_id uuid, expires_at timestamptz)
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_name    text;
@@ -135,6 +139,8 @@ COMMENT ON FUNCTION api.auth_login(text, bigint, int) IS
 CREATE OR REPLACE FUNCTION api.auth_register(p_username text, p_secret bytea, p_step bigint, p_ttl_seconds int)
 RETURNS TABLE (outcome text, retry_after_s int, user_id bigint, session_id uuid, expires_at timestamptz)
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_name    text;
@@ -189,6 +195,8 @@ RETURNS TABLE (user_id bigint, username text, expires_at timestamptz)
 LANGUAGE plpgsql
 STABLE
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     -- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is never inlined, so PostgreSQL would parse and plan its
@@ -209,6 +217,8 @@ COMMENT ON FUNCTION api.session_user(uuid) IS
 CREATE OR REPLACE FUNCTION api.revoke_session(p_session uuid)
 RETURNS boolean
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     UPDATE sessions AS s SET revoked_at = now() WHERE s.id = p_session AND s.revoked_at IS NULL;
@@ -229,6 +239,8 @@ CREATE OR REPLACE FUNCTION api.dead_sessions(p_sessions uuid[])
 RETURNS SETOF uuid
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT DISTINCT q.id
       FROM unnest(p_sessions) AS q(id)
@@ -245,6 +257,8 @@ COMMENT ON FUNCTION api.dead_sessions(uuid[]) IS
 CREATE OR REPLACE FUNCTION api.prune_auth()
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     DELETE FROM auth_failures AS f WHERE f.failed_at <= now() - interval '15 minutes';

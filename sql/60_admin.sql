@@ -30,6 +30,8 @@ COMMENT ON FUNCTION internal.row_label(int) IS
 CREATE OR REPLACE FUNCTION admin.create_cinema(name text, city text, address text, timezone text)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_id bigint;
@@ -62,6 +64,8 @@ COMMENT ON FUNCTION admin.create_cinema(text, text, text, text) IS
 CREATE OR REPLACE FUNCTION admin.create_hall(cinema_id bigint, name text, rows int, seats_per_row int)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_id bigint;
@@ -104,6 +108,8 @@ COMMENT ON FUNCTION admin.create_hall(bigint, text, int, int) IS
 CREATE OR REPLACE FUNCTION admin.create_film(title text, duration_min int, age_rating text)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_id bigint;
@@ -131,6 +137,8 @@ CREATE OR REPLACE FUNCTION admin.create_screening(hall_id bigint, film_id bigint
                                                   price int, currency text)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_currency text := upper(btrim(create_screening.currency));
@@ -170,6 +178,8 @@ COMMENT ON FUNCTION admin.create_screening(bigint, bigint, timestamptz, int, tex
 CREATE OR REPLACE FUNCTION admin.block_seats(screening_id bigint, seat_ids bigint[])
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_seats bigint[];
@@ -205,6 +215,8 @@ COMMENT ON FUNCTION admin.block_seats(bigint, bigint[]) IS
 CREATE OR REPLACE FUNCTION admin.unblock_seats(screening_id bigint, seat_ids bigint[])
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_seats bigint[];
@@ -238,6 +250,8 @@ COMMENT ON FUNCTION admin.unblock_seats(bigint, bigint[]) IS
 CREATE OR REPLACE FUNCTION admin.set_hold_ttl(seconds int)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF set_hold_ttl.seconds IS NULL OR set_hold_ttl.seconds NOT BETWEEN 1 AND 86400 THEN
@@ -255,6 +269,8 @@ COMMENT ON FUNCTION admin.set_hold_ttl(int) IS
 CREATE OR REPLACE FUNCTION admin.set_seat_limit(n int)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF set_seat_limit.n IS NULL OR set_seat_limit.n NOT BETWEEN 1 AND 1000 THEN
@@ -272,6 +288,8 @@ COMMENT ON FUNCTION admin.set_seat_limit(int) IS
 CREATE OR REPLACE FUNCTION admin.set_user_hold_limit(n int)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF set_user_hold_limit.n IS NULL OR set_user_hold_limit.n NOT BETWEEN 1 AND 100000 THEN
@@ -289,6 +307,8 @@ COMMENT ON FUNCTION admin.set_user_hold_limit(int) IS
 CREATE OR REPLACE FUNCTION admin.set_max_hold_seconds(s int)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF set_max_hold_seconds.s IS NULL OR set_max_hold_seconds.s NOT BETWEEN 1 AND 604800 THEN

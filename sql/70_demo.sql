@@ -3,6 +3,8 @@
 CREATE OR REPLACE FUNCTION admin.seed_demo()
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     f       record;

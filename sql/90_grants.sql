@@ -1,13 +1,12 @@
 -- Ownership, SECURITY DEFINER and privileges of the functions (roles: migrations/V7__roles.sql, docs/sql.md "Roles").
 --
--- Runs last, in the same transaction as the rest of sql/, because CREATE OR REPLACE FUNCTION resets what is set
--- here: a replaced function is SECURITY INVOKER again and has no SET clause (it keeps its owner and privileges).
--- Committed together, callers never see a function in between.
+-- Runs last, in the same transaction as the rest of sql/, so callers never see a function in between.
 --
 --   * Every function of api, admin and internal is owned by marquee_owner (a superuser applying sql/ creates new
 --     ones as itself; they are handed over here).
---   * Every api and admin function, and every trigger function, is SECURITY DEFINER with
---     search_path = pg_catalog, public, pg_temp: it runs with marquee_owner's rights, so marquee_app needs no table
+--   * Every api and admin function, and every trigger function, declares SECURITY DEFINER with
+--     search_path = pg_catalog, public, pg_temp in its own text (checked here, not set here: a CREATE OR REPLACE
+--     would drop what an ALTER set). It runs with marquee_owner's rights, so marquee_app needs no table
 --     privilege, and a DBA's plain UPDATE of seat_states can bump screenings.version and notify. pg_catalog first
 --     and pg_temp last, so nobody can shadow a table, function or operator with a temporary one.
 --   * Nobody but the owner may execute a function unless granted below: marquee_app exactly the api functions the
@@ -19,7 +18,8 @@
 
 DO $$
 DECLARE
-    r record;
+    r         record;
+    v_missing text;
 BEGIN
     FOR r IN
         SELECT p.oid::regprocedure AS fn
@@ -31,16 +31,21 @@ BEGIN
         EXECUTE format('ALTER ROUTINE %s OWNER TO marquee_owner', r.fn);
     END LOOP;
 
-    FOR r IN
-        SELECT p.oid::regprocedure AS fn
-          FROM pg_proc AS p
-         WHERE (p.pronamespace IN ('api'::regnamespace, 'admin'::regnamespace)
-                OR (p.pronamespace = 'internal'::regnamespace AND p.prorettype = 'trigger'::regtype))
-           AND p.prokind = 'f'
-         ORDER BY p.oid
-    LOOP
-        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp', r.fn);
-    END LOOP;
+    -- SECURITY DEFINER and the search_path are declared in each function's own text (so a DBA's CREATE OR REPLACE
+    -- hotfix, copied from sql/, keeps them); a function that lacks them stops the apply here, by name, instead of
+    -- answering "permission denied" (or running with the caller's rights) in production.
+    SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid::regprocedure::text)
+      INTO v_missing
+      FROM pg_proc AS p
+     WHERE (p.pronamespace IN ('api'::regnamespace, 'admin'::regnamespace)
+            OR (p.pronamespace = 'internal'::regnamespace AND p.prorettype = 'trigger'::regtype))
+       AND p.prokind = 'f'
+       AND (NOT p.prosecdef
+            OR NOT coalesce('search_path=pg_catalog, public, pg_temp' = ANY (p.proconfig), false));
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'functions without SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp: %', v_missing
+            USING HINT = 'Declare both in the function''s CREATE OR REPLACE FUNCTION in sql/.';
+    END IF;
 
     FOR r IN
         SELECT c.oid::regclass AS rel
