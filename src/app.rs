@@ -101,6 +101,9 @@ impl Server {
             if let Some(role) = report.not_migrated_as {
                 tracing::warn!(%role, "not migrating: set MIGRATION_DATABASE_URL to let replicas migrate");
             }
+            if let Some(line) = report.sql_refused {
+                tracing::warn!("{line}");
+            }
         }
         let metrics = Arc::new(Metrics::default());
         // Bounded: a slow dispatcher makes the listener read the socket more

@@ -103,6 +103,12 @@ fn run(command: Command) -> Result<(), String> {
                  (or run `marquee migrate` with it) after an upgrade"
             );
         }
+        if let Some(line) = &report.sql_refused {
+            if command == Command::Migrate {
+                return Err(format!("{}: {line}", database.var));
+            }
+            tracing::warn!("{line}");
+        }
         match command {
             Command::Migrate => {
                 println!(

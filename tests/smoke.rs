@@ -23,3 +23,41 @@ async fn session_frame_ping_and_catalogue() {
     let hall = c.ok("get_hall", json!({"screening_id": screening})).await;
     assert_eq!(hall["seats"].as_array().unwrap().len(), 12);
 }
+
+/// Rolling deploys: an older release restarting must not put its `sql/`
+/// back over the newer one's, and a newer (or the same) release applies it.
+#[tokio::test]
+async fn an_older_release_never_reapplies_its_sql_over_a_newer_one() {
+    use marquee::core::db::{Db, RELEASE};
+    let db = TestDb::new().await;
+    let owner = Db::new(&db.url, 1).expect("pool");
+    db.psql()
+        .await
+        .batch_execute("UPDATE marquee_sql_state SET release = '999.0.0', digest = 'newer'")
+        .await
+        .expect("stamp a newer release");
+    let report = owner.migrate(true).await.expect("migrate");
+    assert!(!report.sql_applied, "an older release applied its sql/");
+    let line = report.sql_refused.expect("a refusal line");
+    assert!(line.contains("999.0.0") && line.contains(RELEASE), "{line}");
+    assert_eq!(
+        db.scalar("SELECT digest FROM marquee_sql_state")
+            .await
+            .as_deref(),
+        Some("newer")
+    );
+
+    db.psql()
+        .await
+        .batch_execute("UPDATE marquee_sql_state SET release = '0.0.1', digest = 'older'")
+        .await
+        .expect("stamp an older release");
+    let report = owner.migrate(false).await.expect("migrate");
+    assert!(report.sql_applied && report.sql_refused.is_none());
+    assert_eq!(
+        db.scalar("SELECT release FROM marquee_sql_state")
+            .await
+            .as_deref(),
+        Some(RELEASE)
+    );
+}

@@ -149,6 +149,25 @@ pub struct MigrateReport {
     /// Set when nothing was tried because the connected role (named here)
     /// may not migrate, on a database that was migrated before.
     pub not_migrated_as: Option<String>,
+    /// Set (to the one line that says why) when `sql/` was not applied
+    /// because a newer release applied its own: in a rolling deploy an old
+    /// replica that restarts must not put the old functions back.
+    pub sql_refused: Option<String>,
+}
+
+/// The release whose `sql/` this binary carries, recorded with its digest.
+pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
+
+/// Whether release `a` is newer than `b` (dotted numbers compared as
+/// numbers; a part that is not a number counts as 0).
+pub fn release_newer(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Vec<u64> {
+        v.split(['.', '-', '+'])
+            .take(3)
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    parts(a) > parts(b)
 }
 
 /// The connected role when it may not migrate: neither a superuser nor a
@@ -205,27 +224,29 @@ async fn apply(
         .iter()
         .map(|m| m.to_string())
         .collect();
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS marquee_sql_state (
-                 id boolean PRIMARY KEY DEFAULT true CHECK (id),
-                 digest text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             );
-             COMMENT ON TABLE marquee_sql_state IS
-                 'Digest of the sql/ files last applied by marquee, so a restart can skip re-applying them.';",
-        )
-        .await?;
     let digest = sql_digest();
-    let current: Option<String> = client
-        .query_opt("SELECT digest FROM marquee_sql_state", &[])
+    let current = client
+        .query_opt("SELECT digest, release FROM marquee_sql_state", &[])
         .await?
-        .map(|r| r.get(0));
-    if !force && migrations_applied.is_empty() && current.as_deref() == Some(digest.as_str()) {
+        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)));
+    if let Some((_, Some(applied))) = &current {
+        if release_newer(applied, RELEASE) {
+            return Ok(MigrateReport {
+                migrations_applied,
+                sql_applied: false,
+                not_migrated_as: None,
+                sql_refused: Some(format!(
+                    "sql/ not applied: the database has the functions of release {applied}, newer than this \
+                     release {RELEASE}"
+                )),
+            });
+        }
+    }
+    let same = current.as_ref().map(|(d, _)| d.as_str()) == Some(digest.as_str());
+    if !force && migrations_applied.is_empty() && same {
         return Ok(MigrateReport {
             migrations_applied,
-            sql_applied: false,
-            not_migrated_as: None,
+            ..MigrateReport::default()
         });
     }
     let tx = client.transaction().await?;
@@ -235,16 +256,17 @@ async fn apply(
             .map_err(|e| CoreError::Migration(format!("sql/{name}: {}", describe(&e))))?;
     }
     tx.execute(
-        "INSERT INTO marquee_sql_state (digest) VALUES ($1)
-         ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, applied_at = now()",
-        &[&digest],
+        "INSERT INTO marquee_sql_state (digest, release) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, release = excluded.release,
+                                        applied_at = now()",
+        &[&digest, &RELEASE],
     )
     .await?;
     tx.commit().await?;
     Ok(MigrateReport {
         migrations_applied,
         sql_applied: true,
-        not_migrated_as: None,
+        ..MigrateReport::default()
     })
 }
 
@@ -253,5 +275,19 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_newer;
+
+    #[test]
+    fn releases_compare_as_numbers() {
+        assert!(release_newer("0.10.0", "0.9.3"));
+        assert!(release_newer("1.0.0", "0.99.99"));
+        assert!(!release_newer("0.2.0", "0.2.0"));
+        assert!(!release_newer("0.2.0", "0.3.0"));
+        assert!(!release_newer("0.2.0-rc1", "0.2.0"));
     }
 }
