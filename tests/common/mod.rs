@@ -77,10 +77,7 @@ fn cluster() -> &'static Cluster {
                 (parts.join(" "), None, None)
             }
             _ => {
-                prereq::require(
-                    prereq::Tool::PostgresServer,
-                    marquee::core::embedded::find_bin_dir().is_ok(),
-                );
+                prereq::postgres_server();
                 let root = std::env::temp_dir().join(format!("marquee-test-{pid}"));
                 clean_stale(&std::env::temp_dir());
                 let _ = std::fs::remove_dir_all(&root);

@@ -79,6 +79,15 @@ pub fn missing(tool: Tool) -> String {
     )
 }
 
+/// The PostgreSQL server binaries, found the way the embedded mode finds
+/// them; fails the test with [`missing`] when there are none.
+pub fn postgres_server() {
+    require(
+        Tool::PostgresServer,
+        marquee::core::embedded::find_bin_dir().is_ok(),
+    );
+}
+
 /// Fails the test with [`missing`] unless `found`.
 pub fn require(tool: Tool, found: bool) {
     assert!(found, "{}", missing(tool));
