@@ -6,7 +6,7 @@
 -- username, 0), so two replicas cannot both accept the same code, and
 -- counting failures cannot race.
 --
--- Rate limit (PROTOCOL.md, Auth): 5 refused codes for a username within a
+-- Rate limit (docs/protocol.md, Auth): 5 refused codes for a username within a
 -- sliding 15 minutes; then every attempt, right or wrong, is 'rate_limited'
 -- until enough failures are 15 minutes old. Rate-limited attempts are not
 -- recorded (they would extend the lock-out forever); a success clears the

@@ -1,4 +1,4 @@
--- DBA functions (PROTOCOL.md "SQL interface for DBAs").
+-- DBA functions (docs/protocol.md "SQL interface for DBAs").
 --
 -- Parameter names are the protocol's, so named notation works:
 --   SELECT admin.create_hall(cinema_id => 1, name => 'Saal 3', rows => 8, seats_per_row => 12);

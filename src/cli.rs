@@ -58,7 +58,10 @@ pub fn main() -> ExitCode {
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,refinery_core=warn")
         });
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(msg) = init_logs(filter) {
+        eprintln!("marquee: configuration: {msg}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     match run(command) {
@@ -68,6 +71,27 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Set once `LOG_FORMAT=json` is in force: the start banner is then a log
+/// event rather than a plain line.
+static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Logs go to stdout. Colour codes only reach a terminal: in a file or a
+/// pipe they are noise for whoever reads or greps it. `LOG_FORMAT=json`
+/// writes one JSON object per line, for log shippers.
+fn init_logs(filter: tracing_subscriber::EnvFilter) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match std::env::var("LOG_FORMAT").unwrap_or_default().as_str() {
+        "" | "text" => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+        "json" => {
+            builder.json().with_ansi(false).init();
+            let _ = JSON_LOGS.set(true);
+        }
+        other => return Err(format!("LOG_FORMAT={other:?}: expected text or json")),
+    }
+    Ok(())
 }
 
 fn run(command: Command) -> Result<(), String> {
@@ -175,10 +199,20 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = Server::start(config, http, ws, tuning)
         .await
         .map_err(|e| e.to_string())?;
-    println!(
-        "Marquee {} listening: HTTP http://{}  WebSocket ws://{}/  (Ctrl-C stops)",
-        server.replica_id, server.http_addr, server.ws_addr
-    );
+    if JSON_LOGS.get().copied().unwrap_or(false) {
+        // A log shipper reads stdout: every line there stays JSON.
+        tracing::info!(
+            replica = %server.replica_id,
+            http = %server.http_addr,
+            ws = %server.ws_addr,
+            "Marquee listening"
+        );
+    } else {
+        println!(
+            "Marquee {} listening: HTTP http://{}  WebSocket ws://{}/  (Ctrl-C stops)",
+            server.replica_id, server.http_addr, server.ws_addr
+        );
+    }
     let _ = std::io::stdout().flush();
     wait_for_signal().await;
     tracing::info!("shutting down");

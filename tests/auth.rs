@@ -1,4 +1,4 @@
-//! Authentication end to end (issue 3, PROTOCOL.md "Connection" and "Auth"):
+//! Authentication end to end (issue 3, docs/protocol.md "Connecting" and "Auth"):
 //! registration and login with codes computed here like an authenticator
 //! app, the QR code decoded back to its otpauth URL, replay and rate limits
 //! across replicas, the candidate race, tokens at connect, revocation pushed

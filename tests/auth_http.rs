@@ -1,4 +1,4 @@
-//! The auth cookie over HTTP (PROTOCOL.md, HTTP routes): `POST /auth/session`
+//! The auth cookie over HTTP (docs/protocol.md, "Ports and HTTP"): `POST /auth/session`
 //! sets the HttpOnly cookie for a valid token and refuses bad ones with 401;
 //! `POST /auth/logout` revokes the cookie's session everywhere and clears the
 //! cookie; both refuse a foreign Origin with 403 (login CSRF).

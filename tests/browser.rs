@@ -27,8 +27,6 @@ use common::*;
 use fantoccini::{Client as WebDriver, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long a step may take before the test gives up on it.
 const STEP: Duration = Duration::from_secs(10);
 /// The live-update budget of the issue: the other browser shows a hold within this.
@@ -47,17 +45,10 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-fn binary(var: &str, default: &str, package: &str) -> String {
-    let path = std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned());
-    assert!(
-        std::path::Path::new(&path).is_file(),
-        "the browser tests need {path}, which is missing: install Debian's `{package}` \
-         (apt-get install -y chromium chromium-driver; .ci/run does this), or point {var} at it"
-    );
-    path
+fn binary(var: &str, tool: prereq::Tool, names: &[&str]) -> String {
+    prereq::program(tool, names, Some(var), &[])
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A chromedriver on a free port, with its own temporary directory. Dropping
@@ -71,8 +62,16 @@ struct Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let chromium = binary("MARQUEE_CHROMIUM", CHROMIUM, "chromium");
-        let chromedriver = binary("MARQUEE_CHROMEDRIVER", CHROMEDRIVER, "chromium-driver");
+        let chromium = binary(
+            "MARQUEE_CHROMIUM",
+            prereq::Tool::Chromium,
+            &["chromium", "chromium-browser"],
+        );
+        let chromedriver = binary(
+            "MARQUEE_CHROMEDRIVER",
+            prereq::Tool::Chromedriver,
+            &["chromedriver"],
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

@@ -1,4 +1,4 @@
-//! PROTOCOL.md "Catalogue": `get_cinemas`, `get_screenings` (every field,
+//! docs/protocol.md "Catalogue": `get_cinemas`, `get_screenings` (every field,
 //! filters, default window, order, free-seat counts) and `get_hall`; and the
 //! DBA's `admin.*` functions as the wire sees them (hall layout, blocked
 //! seats, hold TTL and seat limit taking effect without a restart).

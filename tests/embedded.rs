@@ -105,6 +105,7 @@ fn free_port() -> u16 {
 }
 
 fn marquee(dir: &Path, args: &[&str]) -> Command {
+    common::prereq::postgres_server();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marquee"));
     cmd.args(args)
         // No `.env` of the repository is found from here.

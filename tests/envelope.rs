@@ -1,4 +1,4 @@
-//! PROTOCOL.md "Connection" and "Envelope", over real WebSockets: the
+//! docs/protocol.md "Connecting" and "Frames", over real WebSockets: the
 //! session frame, eid/ts echo, every bad-input rule (and that none of them
 //! closes the socket), the 64 KiB limit, the rate limit, the upgrade's path
 //! and Origin checks, pipelining, and the ranking of error codes.

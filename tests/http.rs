@@ -1,4 +1,4 @@
-//! The HTTP port (PROTOCOL.md "Ports and endpoints"): `/health`, `/ready`,
+//! The HTTP port (docs/protocol.md "Ports and HTTP"): `/health`, `/ready`,
 //! `/metrics`, `/config.json`, the demo web client with ETags, and 404 for
 //! everything else. The auth cookie endpoints are tested in their own file.
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md "Hall subscription" and the fan-out behind it, over real
+//! docs/protocol.md "Hall subscription" and the fan-out behind it, over real
 //! WebSockets against real PostgreSQL, with several replicas on one
 //! database: pushes across replicas, `mine`, changes made in plain SQL,
 //! gap-free versions under concurrency, subscribe without a gap, races for

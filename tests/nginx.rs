@@ -6,12 +6,12 @@
 //! that shuts down is left for the other one.
 //!
 //! nginx must be installed (`apt-get install nginx`; `.ci/run` does it):
-//! without it this test fails, it never skips.
+//! without it this test fails with one line saying so (`common::prereq`),
+//! it never skips.
 
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,7 +19,15 @@ use common::*;
 use marquee::app::{Server, Tuning};
 use serde_json::{json, Value};
 
-const NGINX: &str = "/usr/sbin/nginx";
+/// The nginx binary; sbin is often not in a user's PATH.
+fn nginx_bin() -> std::path::PathBuf {
+    prereq::program(
+        prereq::Tool::Nginx,
+        &["nginx"],
+        None,
+        &["/usr/sbin", "/usr/local/sbin"],
+    )
+}
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// nginx as a child process; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -162,7 +170,7 @@ async fn start_nginx(port: u16, replicas: &[&Server]) -> Nginx {
     let path = dir.join("nginx.conf");
     std::fs::write(&path, &conf).expect("write nginx.conf");
 
-    let check = Command::new(NGINX)
+    let check = Command::new(nginx_bin())
         .arg("-t")
         .arg("-p")
         .arg(&dir)
@@ -175,7 +183,7 @@ async fn start_nginx(port: u16, replicas: &[&Server]) -> Nginx {
         "nginx -t refuses the adapted docs/nginx.conf:\n{}\n{conf}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let mut cmd = Command::new(NGINX);
+    let mut cmd = Command::new(nginx_bin());
     cmd.arg("-p")
         .arg(&dir)
         .arg("-c")
@@ -221,11 +229,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_pass_through_the_shipped_nginx_config() {
-    assert!(
-        Path::new(NGINX).exists(),
-        "{NGINX} is missing: install nginx (`apt-get install nginx`; .ci/run does) \
-         so the shipped docs/nginx.conf can be tested"
-    );
+    nginx_bin();
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
     let db = TestDb::new().await;

@@ -513,6 +513,7 @@ fn the_embedded_mode_serves_as_marquee_app() {
             .port()
     };
     let (http, ws) = (port(), port());
+    common::prereq::postgres_server();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marquee"));
     cmd.arg("serve")
         .current_dir(&dir)

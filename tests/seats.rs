@@ -1,4 +1,4 @@
-//! PROTOCOL.md "Seats and bookings", over real WebSockets against real
+//! docs/protocol.md "Seats and bookings", over real WebSockets against real
 //! PostgreSQL: holds (all or nothing, renewal, the seat limit, closed
 //! screenings, lookups and the order of errors), releases, bookings,
 //! cancellations, the booking list, hold expiry, and the `version` of every

@@ -2,59 +2,54 @@
 //! (`tests/sql/*.sql` through `pg_prove`, then `tests/sql/live.sh`, both run
 //! by `tests/sql/run.sh`), and `plpgsql_check` over every PL/pgSQL function
 //! with zero findings allowed. Each runs on a fresh clone of the migrated
-//! template. A missing tool fails the test, naming the Debian package that
-//! provides it: nothing is skipped silently.
+//! template. A missing tool fails the test with one line naming the package
+//! for the test server's PostgreSQL version (`common::prereq`): nothing is
+//! skipped silently.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::prereq::{self, Tool};
 use common::TestDb;
-
-const PGTAP: &str = "postgresql-15-pgtap";
-const PG_PROVE: &str = "libtap-parser-sourcehandler-pgtap-perl";
-const PLPGSQL_CHECK: &str = "postgresql-15-plpgsql-check";
 
 fn sql_tests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql")
 }
 
+/// The test server's PostgreSQL major version: extension packages are per
+/// major version.
+async fn server_major(db: &TestDb) -> u32 {
+    db.scalar("SELECT current_setting('server_version_num')::int / 10000")
+        .await
+        .and_then(|v| v.parse().ok())
+        .expect("server_version_num")
+}
+
 /// `CREATE EXTENSION IF NOT EXISTS` in the test database, or a failure that
 /// says which package to install.
-async fn create_extension(db: &TestDb, name: &str, package: &str) {
+async fn create_extension(db: &TestDb, name: &str, tool: fn(u32) -> Tool) {
     let available = db
         .scalar(&format!(
             "SELECT count(*) FROM pg_available_extensions WHERE name = '{name}'"
         ))
         .await;
-    assert_eq!(
-        available.as_deref(),
-        Some("1"),
-        "the PostgreSQL extension {name} is not installed on the test server: \
-         install the Debian package {package} (apt-get install {package})"
-    );
+    let tool = tool(server_major(db).await);
+    prereq::require(tool, available.as_deref() == Some("1"));
     db.psql()
         .await
         .batch_execute(&format!("CREATE EXTENSION IF NOT EXISTS {name}"))
         .await
-        .unwrap_or_else(|e| panic!("CREATE EXTENSION {name} ({package}): {e:?}"));
+        .unwrap_or_else(|e| panic!("CREATE EXTENSION {name} ({tool:?}): {e:?}"));
 }
 
 #[tokio::test]
 async fn pgtap_suite_and_live_checks_pass() {
-    let ok = std::process::Command::new("pg_prove")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "pg_prove is not installed: install the Debian package {PG_PROVE} \
-         (apt-get install {PG_PROVE}); pgTAP itself is in {PGTAP}"
-    );
+    prereq::program(Tool::PgProve, &["pg_prove"], None, &[]);
     let db = TestDb::new().await;
-    create_extension(&db, "pgtap", PGTAP).await;
+    create_extension(&db, "pgtap", Tool::PgTap).await;
     // plpgsql_check.sql checks rather than skips when the extension is there.
-    create_extension(&db, "plpgsql_check", PLPGSQL_CHECK).await;
+    create_extension(&db, "plpgsql_check", Tool::PlpgsqlCheck).await;
 
     // run.sh calls psql: prefer the one of the server the harness started.
     let mut path = std::env::var_os("PATH").unwrap_or_default();
@@ -121,7 +116,7 @@ fn plpgsql_check_query() -> String {
 #[tokio::test]
 async fn plpgsql_check_finds_nothing() {
     let db = TestDb::new().await;
-    create_extension(&db, "plpgsql_check", PLPGSQL_CHECK).await;
+    create_extension(&db, "plpgsql_check", Tool::PlpgsqlCheck).await;
     let functions: i64 = db
         .scalar(
             "SELECT count(*) FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang

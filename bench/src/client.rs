@@ -1,4 +1,4 @@
-//! The wire client: WebSocket JSON per PROTOCOL.md, nothing Marquee-specific.
+//! The wire client: WebSocket JSON per docs/protocol.md, nothing Marquee-specific.
 //!
 //! A [`Conn`] is one WebSocket with an `eid` counter; [`Conn::request`]
 //! sends one request and reads frames until the answer with that `eid`

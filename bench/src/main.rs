@@ -1,5 +1,5 @@
 //! `bench`: Marquee's load generator. It speaks only the wire contract
-//! (/work/shared/PROTOCOL.md: WebSocket JSON, `Authorization: Bearer`) plus
+//! (docs/protocol.md: WebSocket JSON, `Authorization: Bearer`) plus
 //! SQL for setup (the contract's `admin.*` functions and `seat_states`), so
 //! it can drive any implementation of the contract.
 //!

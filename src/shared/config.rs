@@ -17,6 +17,7 @@
 //! | `TOTP_ISSUER` | Marquee | issuer in the otpauth URL |
 //! | `DB_POOL_SIZE` | 16 | pooled connections per replica |
 //! | `RUST_LOG` | info | log filter (read by the CLI) |
+//! | `LOG_FORMAT` | text | `text` (coloured only on a terminal) or `json` (one object per line; read by the CLI) |
 //!
 //! A bad value fails at start with one line naming the variable. Secrets are
 //! wrapped in [`Secret`] so they never reach a log line.

@@ -1,4 +1,4 @@
-//! The wire contract's envelope (`../shared/PROTOCOL.md`, "Envelope"): parsing
+//! The wire contract's envelope (docs/protocol.md, "Frames"): parsing
 //! a client frame into a request, and writing responses, errors and pushes.
 //! Only this module knows the envelope's JSON shape.
 

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod prereq;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -75,6 +77,7 @@ fn cluster() -> &'static Cluster {
                 (parts.join(" "), None, None)
             }
             _ => {
+                prereq::postgres_server();
                 let root = std::env::temp_dir().join(format!("marquee-test-{pid}"));
                 clean_stale(&std::env::temp_dir());
                 let _ = std::fs::remove_dir_all(&root);

@@ -8,8 +8,8 @@
 #                                     SELFTEST_PORT to 5499)
 #
 # Run as root it runs the cluster as the postgres user (PostgreSQL refuses root).
-# Needs pg_prove/pgTAP (postgresql-15-pgtap, libtap-parser-sourcehandler-pgtap-perl) and
-# optionally plpgsql_check (postgresql-15-plpgsql-check).
+# Needs pg_prove/pgTAP (postgresql-<major>-pgtap, libtap-parser-sourcehandler-pgtap-perl) and
+# optionally plpgsql_check (postgresql-<major>-plpgsql-check); see README.md, Prerequisites.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)

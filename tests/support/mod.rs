@@ -105,6 +105,7 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// initdb + start; `tag` names the data directory.
     pub async fn start(tag: &str) -> PrivateCluster {
+        crate::common::prereq::postgres_server();
         clean_stale_private();
         let root =
             std::env::temp_dir().join(format!("marquee-private-{}-{tag}", std::process::id()));
