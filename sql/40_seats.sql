@@ -45,9 +45,10 @@ BEGIN
     v_limit := internal.setting('seat_limit');
     v_ttl := internal.setting('hold_ttl_seconds');
 
-    -- Only holding adds to a user's seats, so serialising one user's holds on one screening is enough for two
-    -- concurrent requests not to pass the seat limit together. Taken before any row lock: no lock-order cycle.
-    PERFORM pg_advisory_xact_lock(hashtextextended('marquee.hold:' || p_user || ':' || p_screening, 0));
+    -- Holds of one screening are decided one after the other on committed state: the seat limit and the orphan
+    -- rule (which reads seats the hold does not lock) need it. One in-memory lock per hold, taken before any row
+    -- lock so no lock-order cycle; why this one is the cheap correct lock: sql/45_box_office.sql.
+    PERFORM pg_advisory_xact_lock(p_screening);
 
     PERFORM 1
        FROM seat_states AS ss
@@ -79,6 +80,8 @@ BEGIN
                               DETAIL = internal.ids_json(v_unavailable);
     END IF;
 
+    PERFORM internal.seat_rule_check(p_user, p_screening, v_seats);  -- SEAT_RULE (sql/45_box_office.sql)
+
     v_expires := now() + make_interval(secs => v_ttl);
     UPDATE seat_states AS ss
        SET status = 'held', user_id = p_user, hold_expires_at = v_expires, booking_id = NULL, expired_holder = NULL
@@ -91,7 +94,8 @@ $$;
 COMMENT ON FUNCTION api.hold_seats(bigint, bigint, bigint[]) IS
     'hold_seats, all or nothing: holds free (or lapsed) seats and renews the user''s own holds until now + '
     'hold_ttl_seconds. NOT_FOUND, SCREENING_CLOSED, HOLD_LIMIT (more than seat_limit seats held or booked by the '
-    'user on the screening afterwards), SEAT_UNAVAILABLE (DETAIL: the seats held by others, booked or blocked). '
+    'user on the screening afterwards), SEAT_UNAVAILABLE (DETAIL: the seats held by others, booked or blocked), '
+    'SEAT_RULE (companion or orphan; internal.seat_rule_check). '
     'Returns the new expiry and the screening''s version after the call.';
 
 CREATE OR REPLACE FUNCTION api.release_seats(p_user bigint, p_screening bigint, p_seats bigint[])
@@ -197,8 +201,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MQ412', MESSAGE = 'Your hold on some of these seats has expired.',
                               DETAIL = internal.ids_json(v_expired);
     END IF;
+    PERFORM internal.companion_check(p_user, p_screening, v_seats, true);  -- SEAT_RULE "companion"
 
-    v_total := v_screening.price * cardinality(v_seats);
+    v_total := internal.seats_total(p_screening, v_seats);  -- each seat at its kind's price
     INSERT INTO bookings AS b (user_id, screening_id, total, currency, status)
     VALUES (p_user, p_screening, v_total, v_screening.currency, 'confirmed')
     RETURNING b.id, b.created_at INTO v_booking, v_created;
@@ -218,9 +223,11 @@ END;
 $$;
 
 COMMENT ON FUNCTION api.book_seats(bigint, bigint, bigint[]) IS
-    'book_seats, all or nothing: turns the user''s live holds into a confirmed booking (total = price x seats). '
+    'book_seats, all or nothing: turns the user''s live holds into a confirmed booking (total = the sum of the '
+    'seats'' prices by kind). '
     'NOT_FOUND, SCREENING_CLOSED, SEAT_UNAVAILABLE (held by someone else, booked, blocked, or free and not a '
-    'lapsed hold of this user), HOLD_EXPIRED (the user''s hold lapsed and nobody took the seat since). '
+    'lapsed hold of this user), HOLD_EXPIRED (the user''s hold lapsed and nobody took the seat since), SEAT_RULE '
+    '"companion" (a companion seat without a wheelchair space booked with it or before). '
     'Commits synchronously (the server''s default): a booking must survive a crash.';
 
 CREATE OR REPLACE FUNCTION api.cancel_booking(p_user bigint, p_booking bigint)
@@ -259,7 +266,8 @@ BEGIN
     -- Cancelling a cancelled booking answers it again, unchanged (even after the start: nothing is changed).
     IF v_booking.status = 'confirmed' THEN
         SELECT sc.starts_at INTO v_starts_at FROM screenings AS sc WHERE sc.id = v_booking.screening_id;
-        IF v_starts_at <= now() THEN
+        -- The cancellation cut-off: closed from starts_at minus cancel_cutoff_minutes on.
+        IF v_starts_at - make_interval(mins => internal.setting('cancel_cutoff_minutes')) <= now() THEN
             RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
         END IF;
 
@@ -288,8 +296,8 @@ END;
 $$;
 
 COMMENT ON FUNCTION api.cancel_booking(bigint, bigint) IS
-    'cancel_booking: the user''s own booking only (another''s is NOT_FOUND); SCREENING_CLOSED once the screening '
-    'started; frees its seats and marks it cancelled. A cancelled booking is returned unchanged, without error.';
+    'cancel_booking: the user''s own booking only (another''s is NOT_FOUND); SCREENING_CLOSED from the screening''s '
+    'start minus cancel_cutoff_minutes on; frees its seats and marks it cancelled. A cancelled booking is returned unchanged, without error.';
 
 CREATE OR REPLACE FUNCTION api.get_bookings(p_user bigint)
 RETURNS TABLE (
