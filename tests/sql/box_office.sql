@@ -2,7 +2,7 @@
 -- seats, best available, the cancellation cut-off and the DBA functions. sql/45_box_office.sql.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(68);
+SELECT plan(70);
 
 UPDATE settings SET value = 1 WHERE key = 'orphan_rule';  -- the shipped default (fixtures switch it off)
 
@@ -263,6 +263,23 @@ SELECT is(pg_temp.err(format($$SELECT admin.set_seat_kind(%s, %L, 'throne')$$, :
           'MQ400', 'an unknown kind is BAD_REQUEST');
 SELECT is(pg_temp.err(format($$SELECT admin.set_seat_kind(%s, %L, 'vip')$$, :k2_hall, pg_temp.seats(:o1, 'A1'))),
           'MQ404 ' || pg_temp.ids(pg_temp.seats(:o1, 'A1')), 'a seat of another hall is NOT_FOUND');
+
+-- Demo data ----------------------------------------------------------------------------------------------------
+
+SELECT admin.seed_demo();
+SELECT ok((SELECT bool_and(EXISTS (SELECT 1 FROM seats AS c
+                                    WHERE c.hall_id = w.hall_id AND c.row_label = w.row_label AND c.kind = 'companion'
+                                      AND abs(c.x - w.x) = 1))
+             FROM seats AS w JOIN halls AS h ON h.id = w.hall_id JOIN cinemas AS ci ON ci.id = h.cinema_id
+            WHERE w.kind = 'wheelchair' AND ci.name LIKE 'Marquee %'),
+          'every demo wheelchair space has a companion seat beside it');
+SELECT ok((SELECT bool_and(v.price > st.price)
+             FROM screenings AS sc
+             JOIN halls AS h ON h.id = sc.hall_id JOIN cinemas AS ci ON ci.id = h.cinema_id
+             JOIN screening_prices AS v ON v.screening_id = sc.id AND v.kind = 'vip'
+             JOIN screening_prices AS st ON st.screening_id = sc.id AND st.kind = 'standard'
+            WHERE ci.name LIKE 'Marquee %' AND sc.starts_at > now()),
+          'demo vip seats are dearer than standard ones');
 
 SELECT * FROM finish();
 ROLLBACK;
