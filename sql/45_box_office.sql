@@ -76,15 +76,20 @@ COMMENT ON FUNCTION api.screening_prices(bigint) IS
 
 CREATE OR REPLACE FUNCTION internal.seats_total(p_screening bigint, p_seats bigint[])
 RETURNS int
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $$
+DECLARE
+    v_result int;
+BEGIN
     -- A kind without a price row (a DBA deleted it) costs the screening's price rather than nothing.
-    SELECT coalesce(sum(coalesce(sp.price, sc.price)), 0)::int
+    SELECT coalesce(sum(coalesce(sp.price, sc.price)), 0)::int INTO v_result
       FROM seats AS s
       JOIN screenings AS sc ON sc.id = p_screening
       LEFT JOIN screening_prices AS sp ON sp.screening_id = p_screening AND sp.kind = s.kind
-     WHERE s.id = ANY (p_seats)
+     WHERE s.id = ANY (p_seats);
+    RETURN v_result;
+END;
 $$;
 
 COMMENT ON FUNCTION internal.seats_total(bigint, bigint[]) IS
@@ -145,11 +150,14 @@ COMMENT ON FUNCTION internal.companion_check(bigint, bigint, bigint[], boolean) 
     '(p_booking false) or has booked a wheelchair seat of the screening. For book_seats (p_booking true) only the '
     'seats being booked and the user''s existing bookings count.';
 
-CREATE OR REPLACE FUNCTION internal.orphans_made(p_user bigint, p_screening bigint, p_seats bigint[])
+CREATE OR REPLACE FUNCTION internal.orphans_made(p_screening bigint, p_seats bigint[])
 RETURNS bigint[]
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $$
+DECLARE
+    v_result bigint[];
+BEGIN
     -- Only the rows of the requested seats can gain an orphan, so only their seats are read (index
     -- seats_hall_row_x_idx), each with its left and right neighbour by x.
     WITH row_seats AS (
@@ -172,25 +180,30 @@ AS $$
           FROM row_seats AS rs
         WINDOW w AS (PARTITION BY rs.row_label ORDER BY rs.x)
     )
-    SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}')
+    SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') INTO v_result
       FROM linked AS l
      WHERE l.open_before AND NOT l.in_s                                              -- f stays open
        AND ((l.has_left AND l.left_in_s) OR (l.has_right AND l.right_in_s))          -- next to S
        AND NOT (l.has_left AND l.left_open AND NOT l.left_in_s)                      -- no open neighbour after
        AND NOT (l.has_right AND l.right_open AND NOT l.right_in_s)
-       AND ((l.has_left AND l.left_open) OR (l.has_right AND l.right_open))          -- but one before
+       AND ((l.has_left AND l.left_open) OR (l.has_right AND l.right_open));         -- but one before
+    RETURN v_result;
+END;
 $$;
 
-COMMENT ON FUNCTION internal.orphans_made(bigint, bigint, bigint[]) IS
+COMMENT ON FUNCTION internal.orphans_made(bigint, bigint[]) IS
     'The orphans made by holding p_seats: open seats that have no open neighbour once p_seats are held, have a '
-    'neighbour in p_seats, and had an open neighbour before. Reads only the rows of p_seats. p_user is unused by '
-    'the definition (a seat the user already holds is not open either way) but kept for symmetry with the rules.';
+    'neighbour in p_seats, and had an open neighbour before. Reads only the rows of p_seats. Whose holds p_seats '
+    'renew does not matter: a seat the user already holds is not open before or after.';
 
 CREATE OR REPLACE FUNCTION internal.seat_together_possible(p_screening bigint, p_n int)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $$
+DECLARE
+    v_result boolean;
+BEGIN
     -- Run lengths by gaps and islands: within a row, open seats at consecutive x share x - rank.
     SELECT EXISTS (
         SELECT 1
@@ -200,7 +213,9 @@ AS $$
                  WHERE ss.screening_id = p_screening
                    AND (ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now()))) AS o
          GROUP BY o.row_label, o.island
-        HAVING count(*) = p_n OR count(*) >= p_n + 2)
+        HAVING count(*) = p_n OR count(*) >= p_n + 2) INTO v_result;
+    RETURN v_result;
+END;
 $$;
 
 COMMENT ON FUNCTION internal.seat_together_possible(bigint, int) IS
@@ -221,7 +236,7 @@ BEGIN
     IF internal.setting('orphan_rule') = 0 THEN
         RETURN;
     END IF;
-    v_orphans := internal.orphans_made(p_user, p_screening, p_seats);
+    v_orphans := internal.orphans_made(p_screening, p_seats);
     IF cardinality(v_orphans) = 0 THEN
         RETURN;
     END IF;
@@ -246,9 +261,12 @@ COMMENT ON FUNCTION internal.seat_rule_check(bigint, bigint, bigint[]) IS
 
 CREATE OR REPLACE FUNCTION internal.best_block(p_screening bigint, p_count int, p_kinds text[], p_orphan_rule boolean)
 RETURNS bigint[]
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $$
+DECLARE
+    v_result bigint[];
+BEGIN
     -- A candidate is p_count open seats of allowed kinds at consecutive x of one row. It makes an orphan exactly
     -- when it leaves one open seat at either end of its run (the seat beyond it is taken, an aisle or the wall).
     -- Scores are compared multiplied by 2n, so they stay integers and ties are exact:
@@ -289,9 +307,11 @@ AS $$
                   i.y, i.x, i.row_label
          LIMIT 1
     )
-    SELECT array_agg(h.id ORDER BY h.id)
+    SELECT array_agg(h.id ORDER BY h.id) INTO v_result
       FROM best AS w
-      JOIN hall_seats AS h ON h.row_label = w.row_label AND h.x BETWEEN w.first_x AND w.first_x + p_count - 1
+      JOIN hall_seats AS h ON h.row_label = w.row_label AND h.x BETWEEN w.first_x AND w.first_x + p_count - 1;
+    RETURN v_result;
+END;
 $$;
 
 COMMENT ON FUNCTION internal.best_block(bigint, int, text[], boolean) IS
