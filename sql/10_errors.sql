@@ -9,6 +9,7 @@
 --   MQ409 SEAT_UNAVAILABLE   MQ413 USERNAME_TAKEN
 --         (DETAIL: JSON array of seat ids as strings)
 --   MQ429 RATE_LIMITED       (DETAIL: retry_after_s as an integer string)
+--   MQ422 SEAT_RULE          (DETAIL: {"rule":"orphan"|"companion","seat_ids":[...]}; sql/45_box_office.sql)
 --
 -- MESSAGE is plain English fit for an end user: no SQL, no internals.
 -- When several errors apply, checks run in the protocol's order, so the first

@@ -118,7 +118,8 @@ RETURNS TABLE (
     price        int,
     currency     text,
     seats_total  int,
-    seats_free   int
+    seats_free   int,
+    prices       jsonb
 )
 LANGUAGE sql
 STABLE
@@ -128,7 +129,9 @@ AS $$
     SELECT sc.id, h.cinema_id, h.id, h.name,
            f.id, f.title, f.duration_min, f.age_rating,
            sc.starts_at, sc.price, sc.currency,
-           n.seats_total, n.seats_free
+           n.seats_total, n.seats_free,
+           (SELECT jsonb_object_agg(sp.kind, sp.price ORDER BY sp.kind)
+              FROM screening_prices AS sp WHERE sp.screening_id = sc.id)
       FROM screenings AS sc
       JOIN halls AS h ON h.id = sc.hall_id
       JOIN films AS f ON f.id = sc.film_id
@@ -148,7 +151,7 @@ $$;
 COMMENT ON FUNCTION api.get_screenings(bigint, timestamptz, timestamptz) IS
     'get_screenings: screenings with p_from <= starts_at < p_to (null p_cinema = all cinemas; null p_from = now, '
     'null p_to = p_from + 7 days), ordered by starts_at, id. seats_free counts free seats now: lapsed holds count '
-    'as free, blocked seats do not.';
+    'as free, blocked seats do not. prices: one price per seat kind (screening_prices, version 1.1).';
 
 CREATE OR REPLACE FUNCTION api.screening_hall(p_screening bigint)
 RETURNS bigint

@@ -93,14 +93,14 @@ BEGIN
     END IF;
 
     -- Holds of one screening are decided one after the other, each on the state the previous one committed: the
-    -- seat rules (the per-screening limit here, the box office's neighbour rules) look at seats beyond the
-    -- requested ones, which row locks on the requested seats alone would not protect. A transaction advisory lock
-    -- on the screening costs one lock-table entry, no write; the version bump serialises a screening's changes
-    -- until commit anyway, so it adds no wait the design did not have. Two-key form: class 1 = holds of a
-    -- screening (ids folded into int4; two screenings sharing a key only queue together).
-    PERFORM pg_advisory_xact_lock(1, (p_screening % 2147483647)::int);
-    -- user_hold_limit spans screenings, so one user's holds queue on the user too (class 2), taken second by
-    -- every hold: no cycle.
+    -- seat rules (the per-screening limit here, the orphan rule) look at seats beyond the requested ones, which
+    -- row locks on the requested seats alone would not protect. Why this lock: sql/45_box_office.sql. The
+    -- version bump serialises a screening's changes until commit anyway, so it adds no wait the design did not
+    -- have.
+    PERFORM pg_advisory_xact_lock(p_screening);
+    -- user_hold_limit spans screenings, so one user's holds queue on the user too (two-key form, a lock space
+    -- of its own; ids folded into int4, two users sharing a key only queue together), taken second by every
+    -- hold: no cycle.
     PERFORM pg_advisory_xact_lock(2, (p_user % 2147483647)::int);
 
     -- Lock the requested seats in seat_id order and classify them in the same statement.
@@ -162,6 +162,8 @@ BEGIN
                               DETAIL = internal.ids_json(v_unavailable);
     END IF;
 
+    PERFORM internal.seat_rule_check(p_user, p_screening, v_seats);  -- SEAT_RULE (sql/45_box_office.sql)
+
     -- A seat the user holds live is renewed and keeps the moment it was taken; any other becomes a new hold.
     -- Either way its expiry is now + TTL, capped at that moment + max_hold_seconds.
     UPDATE seat_states AS ss
@@ -192,7 +194,8 @@ COMMENT ON FUNCTION api.hold_seats(bigint, bigint, bigint[]) IS
     'hold_ttl_seconds, never past the moment the user took the seat + max_hold_seconds. NOT_FOUND, SCREENING_CLOSED, '
     'HOLD_LIMIT (more than seat_limit seats held or booked by the user on the screening, or more than '
     'user_hold_limit seats held over all screenings, afterwards), SEAT_UNAVAILABLE (DETAIL: the seats held by '
-    'others, booked or blocked). Returns the earliest new expiry and the screening''s version after the call.';
+    'others, booked or blocked), SEAT_RULE (companion or orphan; internal.seat_rule_check). Returns the earliest '
+    'new expiry and the screening''s version after the call.';
 
 CREATE OR REPLACE FUNCTION api.release_seats(p_user bigint, p_screening bigint, p_seats bigint[])
 RETURNS TABLE (seat_ids bigint[], version bigint)
@@ -297,7 +300,6 @@ DECLARE
     v_user_ok     boolean;
     v_hall        bigint;
     v_starts_at   timestamptz;
-    v_price       int;
     v_currency    text;
     v_found       int;
     v_unavailable bigint[];
@@ -318,8 +320,8 @@ BEGIN
         v_n := cardinality(v_seats);
     END IF;
 
-    SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at, sc.price, sc.currency
-      INTO v_user_ok, v_hall, v_starts_at, v_price, v_currency
+    SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at, sc.currency
+      INTO v_user_ok, v_hall, v_starts_at, v_currency
       FROM (SELECT) AS one
       LEFT JOIN screenings AS sc ON sc.id = p_screening;
     IF NOT v_user_ok THEN
@@ -372,8 +374,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MQ412', MESSAGE = 'Your hold on some of these seats has expired.',
                               DETAIL = internal.ids_json(v_expired);
     END IF;
+    PERFORM internal.companion_check(p_user, p_screening, v_seats, true);  -- SEAT_RULE "companion"
 
-    total := v_price * v_n;
+    total := internal.seats_total(p_screening, v_seats);  -- each seat at its kind's price
     INSERT INTO bookings AS b (user_id, screening_id, total, currency, status)
     VALUES (p_user, p_screening, total, v_currency, 'confirmed')
     RETURNING b.id, b.created_at INTO booking_id, created_at;
@@ -395,9 +398,10 @@ END;
 $$;
 
 COMMENT ON FUNCTION api.book_seats(bigint, bigint, bigint[]) IS
-    'book_seats, all or nothing: turns the user''s live holds into a confirmed booking (total = price x seats). '
-    'NOT_FOUND, SCREENING_CLOSED, SEAT_UNAVAILABLE (held by someone else, booked, blocked, or free and not a '
-    'lapsed hold of this user), HOLD_EXPIRED (the user''s hold lapsed and nobody took the seat since). '
+    'book_seats, all or nothing: turns the user''s live holds into a confirmed booking (total = the sum of the '
+    'seats'' prices by kind). NOT_FOUND, SCREENING_CLOSED, SEAT_UNAVAILABLE (held by someone else, booked, '
+    'blocked, or free and not a lapsed hold of this user), HOLD_EXPIRED (the user''s hold lapsed and nobody took '
+    'the seat since), SEAT_RULE "companion" (a companion seat without a wheelchair space booked with it or before). '
     'Commits synchronously (the server''s default): a booking must survive a crash.';
 
 CREATE OR REPLACE FUNCTION api.cancel_booking(p_user bigint, p_booking bigint)
@@ -438,7 +442,8 @@ BEGIN
     -- Cancelling a cancelled booking answers it again, unchanged (even after the start: nothing is changed).
     IF v_booking.status = 'confirmed' THEN
         SELECT sc.starts_at INTO v_starts_at FROM screenings AS sc WHERE sc.id = v_booking.screening_id;
-        IF v_starts_at <= now() THEN
+        -- The cancellation cut-off: closed from starts_at minus cancel_cutoff_minutes on.
+        IF v_starts_at - make_interval(mins => internal.setting('cancel_cutoff_minutes')) <= now() THEN
             RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
         END IF;
 
@@ -467,8 +472,9 @@ END;
 $$;
 
 COMMENT ON FUNCTION api.cancel_booking(bigint, bigint) IS
-    'cancel_booking: the user''s own booking only (another''s is NOT_FOUND); SCREENING_CLOSED once the screening '
-    'started; frees its seats and marks it cancelled. A cancelled booking is returned unchanged, without error.';
+    'cancel_booking: the user''s own booking only (another''s is NOT_FOUND); SCREENING_CLOSED from the screening''s '
+    'start minus cancel_cutoff_minutes on; frees its seats and marks it cancelled. A cancelled booking is returned '
+    'unchanged, without error.';
 
 CREATE OR REPLACE FUNCTION api.get_bookings(p_user bigint)
 RETURNS TABLE (

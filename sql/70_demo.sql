@@ -13,7 +13,8 @@ DECLARE
     v_films bigint[] := '{}'::bigint[];
     v_cin   bigint;
     v_hall  bigint;
-    v_new   bigint[];
+    v_new    bigint[];
+    v_layout text[];
 BEGIN
     -- Two DBAs (or two replicas' start-up scripts) seeding at once must not create everything twice.
     PERFORM pg_advisory_xact_lock(hashtextextended('marquee.seed_demo', 0));
@@ -64,17 +65,23 @@ BEGIN
 
         SELECT ha.id INTO v_hall FROM halls AS ha WHERE ha.cinema_id = v_cin AND ha.name = h.hall;
         IF NOT FOUND THEN
-            v_hall := admin.create_hall(v_cin, h.hall, h.nrows, h.per_row);
-            -- Two aisles (after seat 4 and before the last 4 seats), the last two rows vip, and wheelchair
-            -- places at both ends of row A. Only for a hall created just now: a DBA's later edits stay.
-            UPDATE seats AS s
-               SET x = s.number - 1 + (s.number > 4)::int + (s.number > h.per_row - 4)::int,
-                   kind = CASE
-                              WHEN s.y >= h.nrows - 2 THEN 'vip'
-                              WHEN s.y = 0 AND (s.number <= 2 OR s.number > h.per_row - 2) THEN 'wheelchair'
-                              ELSE 'standard'
-                          END
-             WHERE s.hall_id = v_hall;
+            -- Drawn with admin.create_hall_layout, like a DBA would: two aisles (after seat 4 and before the last
+            -- 4 seats), the last two rows vip, and in row A a wheelchair space at each end with its companion seat
+            -- beside it ('wc..' ... '..cw'). Only for a hall created just now: a DBA's later edits stay.
+            SELECT array_agg(l.line ORDER BY l.y) INTO v_layout
+              FROM (SELECT r.i AS y,
+                           string_agg(CASE
+                                          WHEN r.i >= h.nrows - 2 THEN 'v'
+                                          WHEN r.i = 0 AND n.i IN (1, h.per_row) THEN 'w'
+                                          WHEN r.i = 0 AND n.i IN (2, h.per_row - 1) THEN 'c'
+                                          ELSE 's'
+                                      END
+                                      || CASE WHEN n.i IN (4, h.per_row - 4) THEN '.' ELSE '' END,
+                                      '' ORDER BY n.i) AS line
+                      FROM generate_series(0, h.nrows - 1) AS r(i)
+                     CROSS JOIN generate_series(1, h.per_row) AS n(i)
+                     GROUP BY r.i) AS l;
+            v_hall := admin.create_hall_layout(v_cin, h.hall, v_layout);
         END IF;
 
         -- Top up: four screenings a day at whole local hours, today and the next 8 days, future only: one day
@@ -100,6 +107,11 @@ BEGIN
         )
         SELECT array_agg(i.id) INTO v_new FROM inserted AS i;
 
+        -- Vip seats cost 3.00 more than the rest (every kind starts at the screening's price).
+        UPDATE screening_prices AS sp
+           SET price = sp.price + 300
+         WHERE sp.screening_id = ANY (v_new) AND sp.kind = 'vip';
+
         -- Seat C5 of every demo hall is broken: blocked in each screening created just now.
         UPDATE seat_states AS ss
            SET status = 'blocked'
@@ -114,6 +126,7 @@ $$;
 
 COMMENT ON FUNCTION admin.seed_demo() IS
     'Idempotent demo data: 7 films, 3 cinemas (Berlin, Lisbon, New York; their own time zones) with 2 halls each '
-    '(vip rows, wheelchair places, aisles, broken seat C5 blocked), and 4 screenings a day per hall at 13, 16, 19 and '
+    '(drawn with admin.create_hall_layout: vip rows 3.00 dearer, wheelchair spaces with companion seats beside them, '
+    'aisles, broken seat C5 blocked), and 4 screenings a day per hall at 13, 16, 19 and '
     '22 local time from today to 8 days ahead. Running it again creates nothing twice (cinemas by name, halls by '
     'name, films by title, screenings by hall and start) and only tops screenings up to 8 days ahead.';

@@ -88,6 +88,8 @@ GRANT EXECUTE ON FUNCTION
     api.book_seats(bigint, bigint, bigint[]),
     api.cancel_booking(bigint, bigint),
     api.get_bookings(bigint),
+    api.hold_best_available(bigint, bigint, int, text[]),
+    api.screening_prices(bigint),
     api.sweep_expired_holds(),
     api.auth_user(text),
     api.auth_login(text, bigint, int),

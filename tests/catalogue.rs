@@ -163,7 +163,8 @@ async fn get_screenings_answers_every_field_as_the_contract_says() {
             "price",
             "currency",
             "seats_total",
-            "seats_free"
+            "seats_free",
+            "prices"
         ]),
         "{s}"
     );
@@ -180,6 +181,11 @@ async fn get_screenings_answers_every_field_as_the_contract_says() {
     assert_eq!(parsed.timestamp_millis(), starts_ms);
     assert!(s["price"].is_i64(), "integer minor units");
     assert_eq!(s["price"], 990);
+    assert_eq!(
+        s["prices"],
+        json!({"standard": 990, "vip": 990, "wheelchair": 990, "companion": 990}),
+        "version 1.1: a new screening prices every kind at its price"
+    );
     assert_eq!(s["currency"], "USD");
     assert_eq!(s["seats_total"], 12);
     assert_eq!(s["seats_free"], 12);
@@ -406,7 +412,7 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     let snap = anon.ok("get_hall", json!({"screening_id": sid})).await;
     assert_eq!(
         keys(&snap),
-        HashSet::from(["screening_id", "hall", "version", "seats"])
+        HashSet::from(["screening_id", "hall", "version", "prices", "seats"])
     );
     assert_eq!(snap["screening_id"], sid);
     assert_eq!(
@@ -549,6 +555,13 @@ async fn seat_limit_and_hold_ttl_take_effect_on_the_next_request() {
     let left = expires_in(&f);
     assert!((25.0..=35.0).contains(&left), "TTL 30 s: {left}");
     dba.exec("SELECT admin.set_hold_ttl(7200)").await;
+    let f = hold(&mut alice, &[&seats[0]]).await;
+    let left = expires_in(&f);
+    assert!(
+        (1795.0..=1805.0).contains(&left),
+        "TTL 2 h, capped by max_hold_seconds (1800 by default): {left}"
+    );
+    dba.exec("SELECT admin.set_max_hold_seconds(86400)").await;
     let f = hold(&mut alice, &[&seats[0]]).await;
     let left = expires_in(&f);
     assert!((7195.0..=7205.0).contains(&left), "TTL 2 h: {left}");

@@ -96,11 +96,16 @@ async fn session_frame_shape_and_replica_ids() {
         .collect();
     assert_eq!(
         data_keys,
-        HashSet::from(["user", "server", "protocol"]),
+        HashSet::from(["user", "server", "protocol", "features"]),
         "{s}"
     );
     assert_eq!(s["data"]["user"], Value::Null);
     assert_eq!(s["data"]["protocol"], 1);
+    assert_eq!(
+        s["data"]["features"],
+        serde_json::json!(["box_office"]),
+        "version 1.1 announces the box office"
+    );
     let server = s["data"]["server"].as_str().expect("server is a string");
     assert!(!server.is_empty());
     assert_eq!(server, app.server.replica_id);

@@ -217,7 +217,10 @@ async fn a_hold_on_one_replica_is_pushed_to_a_subscriber_on_another() {
     assert_eq!(r["type"], "subscribe_hall");
     let eid = r["eid"].clone();
     let snap = &r["data"];
-    assert_eq!(keys(snap), ["hall", "screening_id", "seats", "version"]);
+    assert_eq!(
+        keys(snap),
+        ["hall", "prices", "screening_id", "seats", "version"]
+    );
     assert_eq!(snap["screening_id"], s);
     assert_eq!(keys(&snap["hall"]), ["id", "name"]);
     assert!(snap["hall"]["id"].is_string() && snap["hall"]["name"].is_string());
@@ -905,7 +908,7 @@ async fn a_change_set_too_large_for_one_notification_sends_a_snapshot() {
         assert_eq!(snap["data"]["version"], version);
         assert_eq!(
             keys(&snap["data"]),
-            ["hall", "screening_id", "seats", "version"]
+            ["hall", "prices", "screening_id", "seats", "version"]
         );
         view.apply(&snap);
         assert_eq!(view.statuses(), truth);

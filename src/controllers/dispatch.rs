@@ -26,6 +26,7 @@ pub const METHODS: &[&str] = &[
     "subscribe_hall",
     "unsubscribe_hall",
     "hold_seats",
+    "hold_best_available",
     "release_seats",
     "book_seats",
     "cancel_booking",
@@ -86,6 +87,9 @@ pub async fn handle(state: &State, conn: &mut ConnState, req: &Request) -> (Answ
             .await
             .map_err(Fail::from),
         "hold_seats" => methods::seats::hold_seats(&ctx, &p)
+            .await
+            .map_err(Fail::from),
+        "hold_best_available" => methods::seats::hold_best_available(&ctx, &p)
             .await
             .map_err(Fail::from),
         "release_seats" => methods::seats::release_seats(&ctx, &p)

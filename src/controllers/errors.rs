@@ -47,6 +47,21 @@ fn model(e: &ModelError) -> WireError {
             "your hold on some seats has expired; hold them again",
             ids,
         ),
+        ModelError::SeatRule { rule, seats } => {
+            let message = match rule.as_str() {
+                "companion" => {
+                    "a companion seat is for the person accompanying a wheelchair user: \
+                     choose it together with a wheelchair space"
+                }
+                _ => {
+                    "this choice would leave a single seat empty on its own, which nobody \
+                     could buy; please move your choice over or include that seat"
+                }
+            };
+            WireError::new(ErrorCode::SeatRule, message)
+                .with("rule", rule.clone())
+                .with("seat_ids", seats.clone())
+        }
         ModelError::UsernameTaken => {
             WireError::new(ErrorCode::UsernameTaken, "this username was just taken")
         }

@@ -28,7 +28,7 @@ use super::{upgrade, State};
 use crate::core::hub::{close, Outbound, PeerQueue};
 use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
 use crate::shared::protocol::{
-    error_frame, frame, parse_request, push_frame, ErrorCode, WireError, MAX_FRAME_BYTES,
+    error_frame, frame, parse_request, push_frame, ErrorCode, WireError, FEATURES, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 use crate::shared::rate::{retry_after_secs, TokenBucket};
@@ -116,6 +116,7 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
             "user": user_json(conn.user.as_ref()),
             "server": state.replica_id,
             "protocol": PROTOCOL_VERSION,
+            "features": FEATURES,
         }),
     )
 }

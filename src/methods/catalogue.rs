@@ -62,7 +62,7 @@ pub async fn get_screenings(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, Meth
                 "film": {"id": s.film_id, "title": s.title, "duration_min": s.duration_min,
                          "age_rating": s.age_rating},
                 "starts_at": rfc3339(&s.starts_at), "price": s.price, "currency": s.currency,
-                "seats_total": s.seats_total, "seats_free": s.seats_free,
+                "seats_total": s.seats_total, "seats_free": s.seats_free, "prices": s.prices,
             })
         })
         .collect();

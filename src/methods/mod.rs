@@ -63,6 +63,7 @@ pub fn validate(kind: &str, data: &Map<String, Value>) -> Result<(), MethodError
         "get_hall" | "subscribe_hall" | "unsubscribe_hall" => hall_param(&p).map(drop),
         "hold_seats" | "release_seats" | "book_seats" => seats::seat_params(&p).map(drop),
         "cancel_booking" => seats::booking_param(&p).map(drop),
+        "hold_best_available" => seats::best_params(&p).map(drop),
         _ => Ok(()),
     }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::params::{Lookup, Params};
+use super::params::{Lookup, Params, MAX_SEATS_PER_REQUEST};
 use super::{Ctx, MethodError};
 use crate::models::seats::{self, Booking};
 use crate::shared::clock::rfc3339;
@@ -29,6 +29,70 @@ pub fn seat_params(
     ))
 }
 
+/// The seat kinds of the contract, in the order the client lists them.
+pub const SEAT_KINDS: [&str; 4] = ["standard", "vip", "wheelchair", "companion"];
+/// The kinds `hold_best_available` chooses from when `kinds` is absent.
+const DEFAULT_KINDS: [&str; 2] = ["standard", "vip"];
+
+/// The parameters of `hold_best_available`, checked.
+pub struct BestParams {
+    pub screening: Lookup<ScreeningId>,
+    /// 1 to [`MAX_SEATS_PER_REQUEST`]; SQL checks it against the seat
+    /// limit, a setting the server does not cache.
+    pub count: i32,
+    /// A non-empty set of [`SEAT_KINDS`], without duplicates.
+    pub kinds: Vec<&'static str>,
+}
+
+/// The parameters of `hold_best_available`: `count` an integer from 1 to
+/// the most seats a request may name, `kinds` (absent or null: standard and
+/// vip) a non-empty list of seat kinds; anything else is `BAD_REQUEST`.
+pub fn best_params(p: &Params<'_>) -> Result<BestParams, MethodError> {
+    let screening = p.id("screening_id", ScreeningId::parse)?;
+    let count = match p.0.get("count") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|n| (1..=MAX_SEATS_PER_REQUEST as u64).contains(n))
+            .and_then(|n| i32::try_from(n).ok()),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        MethodError::bad(format!(
+            "`count` must be a whole number from 1 to the seat limit (at most {MAX_SEATS_PER_REQUEST})"
+        ))
+    })?;
+    let kinds = match p.0.get("kinds") {
+        None | Some(Value::Null) => DEFAULT_KINDS.to_vec(),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut kinds = Vec::with_capacity(SEAT_KINDS.len());
+            for item in items {
+                let kind = item
+                    .as_str()
+                    .and_then(|s| SEAT_KINDS.iter().copied().find(|k| *k == s))
+                    .ok_or_else(|| {
+                        MethodError::bad(
+                            "`kinds` may only hold standard, vip, wheelchair and companion",
+                        )
+                    })?;
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds
+        }
+        Some(_) => {
+            return Err(MethodError::bad(
+                "`kinds` must be a non-empty array of seat kinds",
+            ))
+        }
+    };
+    Ok(BestParams {
+        screening,
+        count,
+        kinds,
+    })
+}
+
 /// The parameter of `cancel_booking`.
 pub fn booking_param(p: &Params<'_>) -> Result<Lookup<BookingId>, MethodError> {
     p.id("booking_id", BookingId::parse)
@@ -39,6 +103,21 @@ pub async fn hold_seats(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodEr
     let user = ctx.require_user()?;
     let (screening, seat_ids) = (screening.found()?, seat_ids.found()?);
     let hold = seats::hold(ctx.db, user.id, screening, &seat_ids).await?;
+    Ok(json!({
+        "screening_id": screening, "seat_ids": seat_ids,
+        "expires_at": rfc3339(&hold.expires_at), "version": hold.version,
+    }))
+}
+
+pub async fn hold_best_available(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value, MethodError> {
+    let BestParams {
+        screening,
+        count,
+        kinds,
+    } = best_params(p)?;
+    let user = ctx.require_user()?;
+    let screening = screening.found()?;
+    let (seat_ids, hold) = seats::hold_best(ctx.db, user.id, screening, count, &kinds).await?;
     Ok(json!({
         "screening_id": screening, "seat_ids": seat_ids,
         "expires_at": rfc3339(&hold.expires_at), "version": hold.version,

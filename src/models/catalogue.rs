@@ -33,6 +33,8 @@ pub struct Screening {
     pub currency: String,
     pub seats_total: i32,
     pub seats_free: i32,
+    /// One price per seat kind, as the wire's `prices` object.
+    pub prices: serde_json::Value,
 }
 
 /// One seat of a hall snapshot.
@@ -56,6 +58,8 @@ pub struct HallSnapshot {
     pub hall: HallId,
     pub hall_name: String,
     pub version: i64,
+    /// One price per seat kind (`prices` of the snapshot).
+    pub prices: serde_json::Value,
     pub seats: Vec<Seat>,
 }
 
@@ -87,7 +91,7 @@ pub async fn screenings(
     let st = c
         .prepare_cached(
             "SELECT id, cinema_id, hall_id, hall_name, film_id, title, duration_min, age_rating,
-                    starts_at, price, currency::text, seats_total, seats_free
+                    starts_at, price, currency::text, seats_total, seats_free, prices
                FROM api.get_screenings($1, $2, $3)",
         )
         .await?;
@@ -108,6 +112,9 @@ pub async fn screenings(
             currency: r.get(10),
             seats_total: r.get(11),
             seats_free: r.get(12),
+            prices: r
+                .get::<_, Option<serde_json::Value>>(13)
+                .unwrap_or_else(|| serde_json::json!({})),
         })
         .collect())
 }
@@ -132,7 +139,15 @@ pub async fn hall_snapshot(db: &Db, screening: ScreeningId) -> Result<HallSnapsh
                FROM api.hall_snapshot($1)",
         )
         .await?;
-    let rows = c.query(&st, &[&screening.0]).await?;
+    let prices_st = c.prepare_cached("SELECT api.screening_prices($1)").await?;
+    // Both queries go out together (pipelined on one connection): the
+    // prices cost no extra round trip. They carry no version, so they need
+    // not share the seats' MVCC snapshot.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&screening.0];
+    let (rows, prices) = tokio::try_join!(c.query(&st, &params), c.query_one(&prices_st, &params))?;
+    let prices = prices
+        .get::<_, Option<serde_json::Value>>(0)
+        .unwrap_or_else(|| serde_json::json!({}));
     let Some(first) = rows.first() else {
         return Err(ModelError::NotFound);
     };
@@ -141,6 +156,7 @@ pub async fn hall_snapshot(db: &Db, screening: ScreeningId) -> Result<HallSnapsh
         hall: HallId(first.get(1)),
         hall_name: first.get(2),
         version: first.get(3),
+        prices,
         seats: Vec::with_capacity(rows.len()),
     };
     for r in &rows {

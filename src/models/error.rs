@@ -23,6 +23,14 @@ pub enum ModelError {
     SeatUnavailable(Vec<String>),
     #[error("hold expired")]
     HoldExpired(Vec<String>),
+    /// A box-office seat rule refused the hold or booking.
+    #[error("seat rule {rule}")]
+    SeatRule {
+        /// `orphan` or `companion`.
+        rule: String,
+        /// The seats the rule names (the orphans, or the companion seats).
+        seats: Vec<String>,
+    },
     #[error("username taken")]
     UsernameTaken,
     #[error("rate limited")]
@@ -55,6 +63,24 @@ fn seat_list(detail: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The DETAIL of SEAT_RULE (MQ422): `{"rule":"orphan","seat_ids":["12"]}`.
+#[derive(serde::Deserialize)]
+struct SeatRuleDetail {
+    rule: String,
+    seat_ids: Vec<String>,
+}
+
+fn seat_rule(detail: Option<&str>) -> ModelError {
+    match detail.and_then(|d| serde_json::from_str::<SeatRuleDetail>(d).ok()) {
+        Some(d) => ModelError::SeatRule {
+            rule: d.rule,
+            seats: d.seat_ids,
+        },
+        // SQL always sends the detail; without it the answer would lie.
+        None => ModelError::Internal(format!("SEAT_RULE without a readable detail: {detail:?}")),
+    }
+}
+
 /// The one total function from a database error to a model error.
 pub fn from_pg(e: tokio_postgres::Error) -> ModelError {
     let Some(db) = e.as_db_error() else {
@@ -73,6 +99,7 @@ pub fn from_pg(e: tokio_postgres::Error) -> ModelError {
         "MQ411" => ModelError::HoldLimit,
         "MQ412" => ModelError::HoldExpired(seat_list(detail)),
         "MQ413" => ModelError::UsernameTaken,
+        "MQ422" => seat_rule(detail),
         "MQ429" => ModelError::RateLimited {
             retry_after_s: detail.and_then(|d| d.trim().parse().ok()).unwrap_or(1),
         },

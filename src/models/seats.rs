@@ -58,6 +58,34 @@ pub async fn hold(
     })
 }
 
+/// Holds the best `count` seats of the given kinds (`api.hold_best_available`);
+/// returns the seats chosen (ascending) with the hold.
+pub async fn hold_best(
+    db: &Db,
+    user: UserId,
+    screening: ScreeningId,
+    count: i32,
+    kinds: &[&str],
+) -> Result<(Vec<SeatId>, Hold), ModelError> {
+    let c = db.conn().await?;
+    let st = c
+        .prepare_cached(
+            "SELECT seat_ids, expires_at, version FROM api.hold_best_available($1, $2, $3, $4)",
+        )
+        .await?;
+    let r = c
+        .query_one(&st, &[&user.0, &screening.0, &count, &kinds])
+        .await?;
+    let seats: Vec<i64> = r.get(0);
+    Ok((
+        seats.into_iter().map(SeatId).collect(),
+        Hold {
+            expires_at: r.get(1),
+            version: r.get(2),
+        },
+    ))
+}
+
 pub async fn release(
     db: &Db,
     user: UserId,

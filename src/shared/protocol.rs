@@ -13,6 +13,9 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const MAX_EID_CHARS: usize = 128;
 /// The protocol version announced in the session frame.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// The additions to version 1 this server implements, announced in the
+/// session frame's `features` (`box_office`: PROTOCOL.md "Box office (version 1.1)").
+pub const FEATURES: &[&str] = &["box_office"];
 
 /// The contract's error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +29,7 @@ pub enum ErrorCode {
     InvalidCode,
     UsernameTaken,
     SeatUnavailable,
+    SeatRule,
     HoldLimit,
     HoldExpired,
     ScreeningClosed,
@@ -35,7 +39,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownMethod,
         ErrorCode::Unauthorized,
@@ -45,6 +49,7 @@ impl ErrorCode {
         ErrorCode::InvalidCode,
         ErrorCode::UsernameTaken,
         ErrorCode::SeatUnavailable,
+        ErrorCode::SeatRule,
         ErrorCode::HoldLimit,
         ErrorCode::HoldExpired,
         ErrorCode::ScreeningClosed,
@@ -64,6 +69,7 @@ impl ErrorCode {
             ErrorCode::InvalidCode => "INVALID_CODE",
             ErrorCode::UsernameTaken => "USERNAME_TAKEN",
             ErrorCode::SeatUnavailable => "SEAT_UNAVAILABLE",
+            ErrorCode::SeatRule => "SEAT_RULE",
             ErrorCode::HoldLimit => "HOLD_LIMIT",
             ErrorCode::HoldExpired => "HOLD_EXPIRED",
             ErrorCode::ScreeningClosed => "SCREENING_CLOSED",

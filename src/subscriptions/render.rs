@@ -30,6 +30,7 @@ struct SnapshotOut<'a> {
     screening_id: ScreeningId,
     hall: HallRef<'a>,
     version: i64,
+    prices: &'a serde_json::Value,
     seats: Vec<SeatOut<'a>>,
 }
 
@@ -42,6 +43,7 @@ pub fn snapshot(s: &HallSnapshot, user: Option<UserId>) -> String {
             name: &s.hall_name,
         },
         version: s.version,
+        prices: &s.prices,
         seats: s
             .seats
             .iter()

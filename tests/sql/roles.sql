@@ -141,7 +141,8 @@ SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
                    AND has_function_privilege('marquee_app', p.oid, 'EXECUTE')$$,
               ARRAY['get_cinemas', 'get_screenings', 'screening_hall', 'hall_snapshot', 'hold_seats', 'release_seats',
                     'book_seats', 'cancel_booking', 'get_bookings', 'sweep_expired_holds', 'auth_user', 'auth_login',
-                    'auth_register', 'session_user', 'revoke_session', 'dead_sessions', 'prune_auth'],
+                    'auth_register', 'session_user', 'revoke_session', 'dead_sessions', 'prune_auth',
+                    'hold_best_available', 'screening_prices'],
               'marquee_app may execute exactly these functions, no admin or internal one');
 SELECT function_privs_are('admin', 'block_seats', ARRAY['bigint', 'bigint[]'], 'marquee_app', '{}'::name[]);
 SELECT function_privs_are('admin', 'seed_demo', '{}'::name[], 'marquee_app', '{}'::name[]);

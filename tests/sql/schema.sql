@@ -59,7 +59,7 @@ SELECT is(pg_temp.result_columns('api.get_cinemas()'),
 SELECT is(pg_temp.result_columns('api.get_screenings(bigint, timestamptz, timestamptz)'),
           'id bigint, cinema_id bigint, hall_id bigint, hall_name text, film_id bigint, title text, duration_min integer, '
           'age_rating text, starts_at timestamp with time zone, price integer, currency text, seats_total integer, '
-          'seats_free integer', 'get_screenings result columns');
+          'seats_free integer, prices jsonb', 'get_screenings result columns (prices: version 1.1)');
 SELECT is(pg_temp.result_columns('api.auth_user(text)'), 'user_id bigint, totp_secret bytea, last_step bigint',
           'auth_user result columns');
 SELECT is(pg_temp.result_columns('api.auth_login(text, bigint, int)'),
