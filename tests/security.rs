@@ -55,10 +55,9 @@ async fn a_role_without_grants_cannot_connect_so_cannot_forge_seat_pushes() {
 
     // The role every cluster user could create or already has: refused at the door.
     let as_mallory = url.replacen("user=postgres", &format!("user={mallory}"), 1);
-    let e = try_connect(&as_mallory)
-        .await
-        .err()
-        .expect("a role with no grants must not connect");
+    let Err(e) = try_connect(&as_mallory).await else {
+        panic!("a role with no grants must not connect");
+    };
     assert_eq!(
         e.as_db_error().map(|d| d.code().code()),
         Some("42501"),
