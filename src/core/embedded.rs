@@ -203,15 +203,16 @@ impl EmbeddedPostgres {
             .as_deref()
             .ok_or_else(|| CoreError::Embedded("a trust cluster has no passwords to set".into()))?;
         let verifier = scram_verifier(&password(pf, SUPERUSER)?);
-        let without_password = self.conn_string_with("postgres", None);
+        // Trust ignores the password offered; a cluster already on SCRAM
+        // (a hand-edited pg_hba.conf) takes the kept one.
         run_sql(
-            &without_password,
+            &self.conn_string("postgres"),
             &format!("ALTER ROLE {SUPERUSER} WITH PASSWORD '{verifier}'"),
         )
         .map_err(|e| {
             CoreError::Embedded(format!(
-                "{} does not admit the superuser without its password and {} has none ({e}): \
-                 restore that file, or set its password as a line `*:*:*:{SUPERUSER}:<password>`",
+                "cannot log in as {SUPERUSER} to give it a password ({e}): {} must allow it \
+                 (trust), or {} must hold its password as a line `*:*:*:{SUPERUSER}:<password>`",
                 data_dir.join("pg_hba.conf").display(),
                 pf.display()
             ))
@@ -563,7 +564,13 @@ fn password(passfile: &Path, role: &str) -> Result<String, CoreError> {
     // libpq ignores a pgpass file that others may read.
     std::fs::set_permissions(passfile, std::fs::Permissions::from_mode(0o600))?;
     f.write_all(format!("{prefix}{pw}\n").as_bytes())?;
-    Ok(pw)
+    drop(f);
+    // Should two callers have raced, the first line written wins for both.
+    let text = std::fs::read_to_string(passfile)?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(pw, |p| p.trim().to_owned()))
 }
 
 /// A SCRAM-SHA-256 verifier, the form `ALTER ROLE ... PASSWORD` stores.
