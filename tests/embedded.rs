@@ -635,6 +635,21 @@ fn embedded_cluster_admits_only_marquee() {
         assert!(!status.success(), "nobody connected by TCP: {err}");
     }
 
+    // The printed line works as printed: libpq reads the password file.
+    let bin = marquee::core::embedded::find_bin_dir().expect("PostgreSQL binaries");
+    let out = Command::new(bin.join("psql"))
+        .arg(&line)
+        .args(["-X", "-w", "-At", "-c", "SELECT current_user"])
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE")
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "postgres",
+        "psql \"{line}\": {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     block_on(async {
         // Even where the socket is reachable, no role logs in without its password.
         let head = line.rsplit_once(" passfile=").expect("passfile").0;
