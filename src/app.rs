@@ -137,16 +137,11 @@ impl Server {
         }
         background.push(tokio::spawn(check_sessions(state.clone())));
 
-        let http_routes = controllers::http::routes(state.clone(), ws_addr.port());
-        let mut stop = shutdown_rx;
-        let http_server = tokio::spawn(
-            warp::serve(http_routes)
-                .incoming(http)
-                .graceful(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .run(),
-        );
+        let http_server = tokio::spawn(controllers::http_conn::serve_listener(
+            http,
+            state.clone(),
+            ws_addr.port(),
+        ));
         let ws_server = tokio::spawn(controllers::ws::serve_listener(ws, state.clone()));
         Ok(Self {
             http_addr,

@@ -108,8 +108,8 @@ fn run(command: Command) -> Result<(), String> {
             .migrate(command == Command::Migrate)
             .await
             .map_err(|e| format!("migration failed: {e}"))?;
-        if embedded {
-            app_role_logs_in(&db).await?;
+        if let Some(pg) = &database.embedded {
+            app_role_logs_in(&db, pg).await?;
         }
         for m in &report.migrations_applied {
             tracing::info!(migration = %m, "applied");
@@ -165,12 +165,21 @@ fn run(command: Command) -> Result<(), String> {
 }
 
 /// The embedded server connects as `marquee_app` (created by migration V7)
-/// over the unix socket, which trusts every role: no password is kept.
-async fn app_role_logs_in(db: &Db) -> Result<(), String> {
+/// with the password kept in the data dir; set at every start, so a data
+/// dir of the old trust setup (`PASSWORD NULL`) is upgraded too.
+async fn app_role_logs_in(db: &Db, pg: &EmbeddedPostgres) -> Result<(), String> {
+    let password = match pg.password_verifier("marquee_app") {
+        // A SCRAM verifier is base64 and `$:`: nothing to escape.
+        Ok(Some(v)) => format!("'{v}'"),
+        Ok(None) => "NULL".to_owned(),
+        Err(e) => return Err(e.to_string()),
+    };
     let c = db.conn().await.map_err(|e| e.to_string())?;
-    c.batch_execute("ALTER ROLE marquee_app WITH LOGIN PASSWORD NULL")
-        .await
-        .map_err(|e| format!("embedded PostgreSQL: {}", crate::core::db::describe(&e)))
+    c.batch_execute(&format!(
+        "ALTER ROLE marquee_app WITH LOGIN PASSWORD {password}"
+    ))
+    .await
+    .map_err(|e| format!("embedded PostgreSQL: {}", crate::core::db::describe(&e)))
 }
 
 async fn seed(db: &Db) -> Result<(), String> {
@@ -270,6 +279,7 @@ fn open_database(config: &mut Config) -> Result<Database, String> {
         socket_dir: socket_dir(&data_dir),
         fsync_off: false,
         settings: vec![("max_connections".into(), "200".into())],
+        trust_local: false,
     };
     eprintln!(
         "marquee: starting the embedded PostgreSQL in {}",
@@ -277,13 +287,16 @@ fn open_database(config: &mut Config) -> Result<Database, String> {
     );
     let pg = EmbeddedPostgres::start(&opts).map_err(|e| e.to_string())?;
     ensure_database(&pg, "marquee")?;
-    let url = pg.url("marquee");
+    let url = pg.url("marquee").map_err(|e| e.to_string())?;
     eprintln!(
-        "marquee: embedded PostgreSQL ready; DBAs: psql \"{}\"",
-        pg.conn_string("marquee")
+        "marquee: embedded PostgreSQL ready; DBAs: {}",
+        pg.psql_command("marquee")
     );
     // Migrations as the superuser; the server as the least-privileged role.
-    config.database_url = Some(pg.url_as("marquee_app", "marquee"));
+    config.database_url = Some(
+        pg.url_as("marquee_app", "marquee")
+            .map_err(|e| e.to_string())?,
+    );
     config.migration_database_url = Some(url.clone());
     Ok(Database {
         url,

@@ -225,12 +225,18 @@ impl Running {
         }
     }
 
-    /// The libpq connection string the server printed for DBAs.
-    fn dba_conn(&self) -> String {
+    /// The libpq connection string the server printed for DBAs, as printed
+    /// (with `passfile=`, which libpq reads and this test's driver does not).
+    fn dba_line(&self) -> String {
         let err = self.stderr.lock().unwrap();
         let start = err.find("psql \"").expect("the DBA line") + 6;
         let end = start + err[start..].find('"').expect("closing quote");
         err[start..end].to_owned()
+    }
+
+    /// The DBA's connection string with the password from the pgpass file.
+    fn dba_conn(&self) -> String {
+        with_password(&self.dba_line())
     }
 
     fn http_addr(&self) -> std::net::SocketAddr {
@@ -245,6 +251,19 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `passfile=<path>` replaced by the superuser's password read from it.
+fn with_password(conninfo: &str) -> String {
+    let (head, passfile) = conninfo
+        .rsplit_once(" passfile=")
+        .unwrap_or_else(|| panic!("the DBA line names the password file: {conninfo}"));
+    let text = std::fs::read_to_string(passfile).expect("the password file");
+    let pw = text
+        .lines()
+        .find_map(|l| l.strip_prefix("*:*:*:postgres:"))
+        .expect("the superuser's password");
+    format!("{head} password={pw}")
 }
 
 /// Runs a command to its end (at most `limit`): (status, stdout, stderr).
@@ -544,4 +563,177 @@ fn short_jwt_secret_names_jwt_secret() {
 #[test]
 fn bad_database_url_names_database_url() {
     bad_config("DATABASE_URL", "postgres://a:b@h:notaport/db");
+}
+
+/// Runs `psql` from the server's binaries as the OS user `nobody`.
+fn psql_as_nobody(conninfo: &str) -> (ExitStatus, String) {
+    let bin = marquee::core::embedded::find_bin_dir().expect("PostgreSQL binaries");
+    let psql = Some(bin.join("psql"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("psql"));
+    let mut cmd = Command::new(psql);
+    cmd.arg(conninfo)
+        .args(["-X", "-w", "-c", "SELECT 1"])
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
+    let out = cmd.output().expect("run psql as nobody");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+}
+
+/// Issue 12.1: the embedded cluster admits only Marquee (another OS user
+/// fails by socket and by TCP; no role logs in without its password), a
+/// data dir of the old trust setup is upgraded without losing data; and
+/// (issue 13.6) a second `serve` on the same data dir says which process
+/// uses it and exits non-zero.
+#[test]
+fn embedded_cluster_admits_only_marquee() {
+    // Switching to `nobody` needs root (as CI runs); elsewhere the modes
+    // checked below are what keeps other users out.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("not root: the connection attempts as `nobody` are left out");
+    }
+    let dir = DataDir::new("sec");
+    let server = serve(&dir, FIRST_START);
+    let line = server.dba_line();
+    let socket_dir = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("host="))
+        .map(PathBuf::from)
+        .expect("host= in the DBA line");
+    assert_eq!(mode(&socket_dir), 0o700, "socket dir {socket_dir:?}");
+    assert_eq!(mode(&socket_dir.join(".s.PGSQL.5432")), 0o700, "the socket");
+    let pgpass = dir.0.join("pgpass");
+    assert_eq!(mode(&pgpass), 0o600, "the password file");
+
+    // Another OS user: no way in by the socket...
+    if root {
+        let (status, err) = psql_as_nobody(&format!(
+            "host={} port=5432 user=postgres dbname=marquee",
+            socket_dir.display()
+        ));
+        assert!(!status.success(), "nobody connected by the socket: {err}");
+        assert!(err.contains("Permission denied"), "{err}");
+        // ... nor by TCP: nothing listens.
+        let (status, err) = psql_as_nobody(
+            "host=127.0.0.1 port=5432 user=postgres dbname=marquee connect_timeout=5",
+        );
+        assert!(!status.success(), "nobody connected by TCP: {err}");
+    }
+
+    // The printed line works as printed: libpq reads the password file.
+    let bin = marquee::core::embedded::find_bin_dir().expect("PostgreSQL binaries");
+    let out = Command::new(bin.join("psql"))
+        .arg(&line)
+        .args(["-X", "-w", "-At", "-c", "SELECT current_user"])
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE")
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "postgres",
+        "psql \"{line}\": {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    block_on(async {
+        // Even where the socket is reachable, no role logs in without its password.
+        let head = line.rsplit_once(" passfile=").expect("passfile").0;
+        for user in ["postgres", "marquee_app"] {
+            let conn = head.replace("user=postgres", &format!("user={user}"));
+            let r = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await;
+            assert!(r.is_err(), "{user} logged in without a password");
+        }
+        let (c, conn) = tokio_postgres::connect(&server.dba_conn(), tokio_postgres::NoTls)
+            .await
+            .expect("the DBA line with the kept password works");
+        tokio::spawn(conn);
+        let listen: String = c
+            .query_one("SHOW listen_addresses", &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(listen, "", "no TCP listener");
+        let mut ws = Ws::connect(server.ws_port, None).await;
+        register(&mut ws, "kept_user").await;
+    });
+
+    // A second serve on the same data dir: refused, naming the process.
+    let postmaster: u32 = std::fs::read_to_string(dir.pg().join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .expect("pid");
+    let mut second = marquee(&dir.0, &["serve"]);
+    second
+        .env("PORT", free_port().to_string())
+        .env("WS_PORT", free_port().to_string());
+    let (status, out, err) = run(second, START);
+    assert!(!status.success(), "a second serve must fail: {out}\n{err}");
+    assert!(!err.contains("PostgreSQL ready"), "{err}");
+    assert!(
+        err.contains(&postmaster.to_string()) && err.contains(&server.child.id().to_string()),
+        "names PostgreSQL {postmaster} and marquee {}: {err}",
+        server.child.id()
+    );
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    // A data dir of the old setup: trust on the socket, no password file.
+    std::fs::write(dir.pg().join("pg_hba.conf"), "local all all trust\n").expect("old pg_hba");
+    std::fs::remove_file(&pgpass).expect("rm pgpass");
+    let server = serve(&dir, START);
+    let hba = std::fs::read_to_string(dir.pg().join("pg_hba.conf")).expect("pg_hba");
+    assert!(
+        hba.contains("local all all scram-sha-256") && !hba.contains("trust"),
+        "{hba}"
+    );
+    assert_eq!(mode(&pgpass), 0o600, "a new password file");
+    let head = server
+        .dba_line()
+        .rsplit_once(" passfile=")
+        .expect("passfile")
+        .0
+        .to_owned();
+    block_on(async {
+        assert!(
+            tokio_postgres::connect(&head, tokio_postgres::NoTls)
+                .await
+                .is_err(),
+            "the superuser needs its password after the upgrade"
+        );
+        let mut ws = Ws::connect(server.ws_port, None).await;
+        let start = ws.ok("auth_start", json!({"username": "kept_user"})).await;
+        assert_eq!(
+            start,
+            json!({"status": "user"}),
+            "the user survived the upgrade"
+        );
+    });
+    assert_eq!(mode(&socket_dir), 0o700, "socket dir after the upgrade");
+    if root {
+        let (status, err) = psql_as_nobody(&format!(
+            "host={} port=5432 user=postgres dbname=marquee",
+            socket_dir.display()
+        ));
+        assert!(!status.success(), "{err}");
+    }
+    let (status, _) = server.stop();
+    assert!(status.success());
 }

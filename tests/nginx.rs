@@ -264,8 +264,19 @@ async fn websockets_pass_through_the_shipped_nginx_config() {
         body.to_ascii_lowercase().contains("<html"),
         "the web client: {body}"
     );
-    let (status, _, _) = http(proxy, "GET", "/metrics", &[], "").await;
-    assert_eq!(status, 403, "/metrics is not public");
+    for path in [
+        "/metrics",
+        "/metrics/",
+        "/metrics/x",
+        "//metrics/",
+        "/%6Detrics/",
+    ] {
+        let (status, _, body) = http(proxy, "GET", path, &[], "").await;
+        assert!(
+            status == 403 && !body.contains("marquee_"),
+            "{path} is not public: {status} {body}"
+        );
+    }
 
     // WebSockets: the session frame, and both replicas get connections.
     let mut servers = HashSet::new();

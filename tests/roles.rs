@@ -495,7 +495,7 @@ async fn test_servers_connect_as_marquee_app() {
 }
 
 /// The real binary in embedded mode: migrations as `postgres`, the pool and
-/// the LISTEN connection as `marquee_app`, whose password is NULL.
+/// the LISTEN connection as `marquee_app`, with its SCRAM password.
 #[test]
 fn the_embedded_mode_serves_as_marquee_app() {
     use std::io::{BufRead, BufReader, Read};
@@ -579,6 +579,14 @@ fn the_embedded_mode_serves_as_marquee_app() {
         let start = err.find("psql \"").expect("the DBA line") + 6;
         let dba = err[start..start + err[start..].find('"').expect("quote")].to_owned();
         assert!(dba.contains("user=postgres"), "{dba}");
+        // libpq reads `passfile=`; this driver takes the password itself.
+        let (head, passfile) = dba.rsplit_once(" passfile=").expect("passfile");
+        let pgpass = std::fs::read_to_string(passfile).expect("pgpass");
+        let pw = pgpass
+            .lines()
+            .find_map(|l| l.strip_prefix("*:*:*:postgres:"))
+            .expect("superuser password");
+        let dba = format!("{head} password={pw}");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -611,7 +619,7 @@ fn the_embedded_mode_serves_as_marquee_app() {
                 }
                 let row = c
                     .query_one(
-                        "SELECT rolcanlogin, rolpassword IS NULL, rolsuper FROM pg_authid WHERE rolname = 'marquee_app'",
+                        "SELECT rolcanlogin, rolpassword LIKE 'SCRAM-SHA-256$%', rolsuper FROM pg_authid WHERE rolname = 'marquee_app'",
                         &[],
                     )
                     .await
@@ -619,7 +627,7 @@ fn the_embedded_mode_serves_as_marquee_app() {
                 assert_eq!(
                     (row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2)),
                     (true, true, false),
-                    "marquee_app: LOGIN, no password, not a superuser"
+                    "marquee_app: LOGIN, a SCRAM password, not a superuser"
                 );
                 let owner: String = c
                     .query_one(

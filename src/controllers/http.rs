@@ -1,6 +1,8 @@
-//! The HTTP controller on `PORT`: `/health`, `/ready`, `/metrics`, the auth
-//! cookie (`POST /auth/session`, `POST /auth/logout`), `/config.json` for
-//! the web client, and the web client's static files.
+//! The HTTP controller on `PORT`: `/health`, `/ready`, `/metrics` (exactly
+//! that path; behind `METRICS_TOKEN` when set), the auth cookie (`POST
+//! /auth/session`, `POST /auth/logout`), `/config.json` for the web client,
+//! and the web client's static files. Connections, timeouts and the body
+//! limit are `http_conn`'s.
 //!
 //! Cookie: `token=<jwt>; HttpOnly; SameSite=Lax; Path=/; Max-Age=<ttl>`
 //! (`Secure` with `COOKIE_SECURE=true`). The POSTs check `Origin` against
@@ -19,14 +21,14 @@ use super::{web, State};
 use crate::methods::auth::{authenticate, revoke_token, TokenCheck};
 use crate::shared::protocol::PROTOCOL_VERSION;
 
-/// Largest accepted request body.
-const MAX_BODY: u64 = 16 * 1024;
+/// Largest accepted request body (`413` above it, on every path).
+pub const MAX_BODY: u64 = 16 * 1024;
 
 fn json_reply(status: StatusCode, v: Value) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(&v), status).into_response()
 }
 
-fn error(status: StatusCode, code: &str) -> warp::reply::Response {
+pub(super) fn error(status: StatusCode, code: &str) -> warp::reply::Response {
     json_reply(status, json!({ "error": code }))
 }
 
@@ -61,11 +63,19 @@ pub fn routes(
                        "database": db, "listener": listener}),
             )
         });
+    // Exactly `/metrics`: `/metrics/` must not slip past a proxy rule that
+    // hides `/metrics` (issue 12.7).
     let metrics = warp::get()
-        .and(warp::path("metrics"))
-        .and(warp::path::end())
+        .and(exact("/metrics"))
+        .and(warp::header::optional::<String>("authorization"))
         .and(st())
-        .map(|s: Arc<State>| {
+        .map(|auth: Option<String>, s: Arc<State>| {
+            if !metrics_allowed(&s, auth.as_deref()) {
+                let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
             let pool = s.db.status();
             let body = s.metrics.render(&[
                 (
@@ -122,9 +132,11 @@ pub fn routes(
     let files = warp::get()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("if-none-match"))
+        .and(warp::header::optional::<String>("host"))
         .and_then(
-            |path: warp::path::FullPath, inm: Option<String>| async move {
-                web::serve(path.as_str(), inm.as_deref()).ok_or_else(warp::reject::not_found)
+            move |path: warp::path::FullPath, inm: Option<String>, host: Option<String>| async move {
+                let csp = web::content_security_policy(host.as_deref(), ws_port);
+                web::serve(path.as_str(), inm.as_deref(), &csp).ok_or_else(warp::reject::not_found)
             },
         );
     health
@@ -146,6 +158,30 @@ pub fn routes(
             };
             Ok::<_, std::convert::Infallible>(error(status, code))
         })
+}
+
+/// Matches one path exactly (no trailing slash, nothing below it).
+fn exact(path: &'static str) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path::full()
+        .and_then(move |p: warp::path::FullPath| async move {
+            if p.as_str() == path {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+}
+
+/// With `METRICS_TOKEN` set, `/metrics` needs `Authorization: Bearer <token>`.
+fn metrics_allowed(state: &State, authorization: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(token) = &state.config.metrics_token else {
+        return true;
+    };
+    authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(token.expose())))
 }
 
 fn cookie(state: &State, value: &str, max_age: i64) -> String {

@@ -6,6 +6,7 @@
 pub mod dispatch;
 pub mod errors;
 pub mod http;
+pub mod http_conn;
 pub mod sessions;
 pub mod upgrade;
 pub mod web;

@@ -3,10 +3,21 @@
 //! across restarts. The test harness uses the same code for its throw-away
 //! clusters.
 //!
-//! It listens only on a unix socket inside the data dir (no TCP port), runs
-//! as the `postgres` system user when we are root (PostgreSQL refuses root),
-//! and dies with us: the child gets SIGINT (fast shutdown) if we die first.
+//! It admits only Marquee (issue 12): it listens only on a unix socket (no
+//! TCP listener unless `settings` asks for one) in a directory of mode 0700
+//! owned by the cluster's OS user, the socket itself is 0700, and every role
+//! logs in with a SCRAM password. The passwords are generated on first use
+//! and kept, mode 0600, in a pgpass file beside the data directory
+//! ([`EmbeddedPostgres::passfile`]), so the operator's `psql` finds them
+//! through `passfile=`. A data directory of the old trust setup is upgraded
+//! at start: the superuser gets a password, `pg_hba.conf` is rewritten, the
+//! data stays. It runs as the `postgres` system user when we are root
+//! (PostgreSQL refuses root), refuses a data directory that a live
+//! PostgreSQL already uses, and dies with us: the child gets SIGINT (fast
+//! shutdown) if we die first.
 
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,8 +34,12 @@ pub struct EmbeddedOptions {
     pub socket_dir: PathBuf,
     /// Durability off: for throw-away test clusters only.
     pub fsync_off: bool,
-    /// Extra `-c name=value` settings.
+    /// Extra `-c name=value` settings (`listen_addresses` here opens TCP,
+    /// still with SCRAM passwords).
     pub settings: Vec<(String, String)>,
+    /// Throw-away test clusters only: every role logs in over the (still
+    /// 0700) socket without a password, so a harness can act as any role.
+    pub trust_local: bool,
 }
 
 /// A running cluster; stopped (fast shutdown) on [`EmbeddedPostgres::stop`] or drop.
@@ -33,9 +48,27 @@ pub struct EmbeddedPostgres {
     child: Option<Child>,
     socket_dir: PathBuf,
     bin_dir: PathBuf,
+    /// The pgpass file with every role's password; `None` for trust clusters.
+    passfile: Option<PathBuf>,
 }
 
 const PORT: u16 = 5432;
+
+/// The superuser `initdb` creates.
+const SUPERUSER: &str = "postgres";
+
+/// `pg_hba.conf` of a password cluster: SCRAM on the socket, and on loopback
+/// TCP should an operator open a TCP listener.
+const HBA_SCRAM: &str =
+    "# Written by Marquee (src/core/embedded.rs) at every start: every role logs in with a\n\
+# SCRAM password; the passwords are in the pgpass file beside this data directory.\n\
+local all all scram-sha-256\n\
+host all all 127.0.0.1/32 scram-sha-256\n\
+host all all ::1/128 scram-sha-256\n";
+
+/// `pg_hba.conf` of a throw-away test cluster.
+const HBA_TRUST: &str = "# Written by Marquee (src/core/embedded.rs): a throw-away test cluster.\n\
+local all all trust\n";
 
 impl EmbeddedPostgres {
     /// Initialises the data dir on first use, starts `postgres` and waits
@@ -47,10 +80,14 @@ impl EmbeddedPostgres {
     pub fn start(opts: &EmbeddedOptions) -> Result<Self, CoreError> {
         let bin_dir = find_bin_dir()?;
         let owner = run_as();
-        std::fs::create_dir_all(&opts.socket_dir)?;
-        if let Some((uid, gid)) = owner {
-            chown(&opts.socket_dir, uid, gid)?;
-        }
+        refuse_if_in_use(&opts.data_dir)?;
+        private_dir(&opts.socket_dir, owner)?;
+        let passfile = (!opts.trust_local).then(|| passfile_for(&opts.data_dir));
+        let hba = if opts.trust_local {
+            HBA_TRUST
+        } else {
+            HBA_SCRAM
+        };
         if !opts.data_dir.join("PG_VERSION").exists() {
             std::fs::create_dir_all(&opts.data_dir)?;
             if let Some((uid, gid)) = owner {
@@ -60,22 +97,50 @@ impl EmbeddedPostgres {
             initdb
                 .arg("-D")
                 .arg(&opts.data_dir)
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+                .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             if opts.fsync_off {
                 initdb.arg("-N");
             }
+            // initdb reads the superuser's password from a file the cluster's
+            // OS user can open; it lives only while initdb runs.
+            let pwfile = match &passfile {
+                None => {
+                    initdb.arg("--auth=trust");
+                    None
+                }
+                Some(pf) => {
+                    let pw = password(pf, SUPERUSER)?;
+                    let path = opts.data_dir.with_extension("pwfile");
+                    let _ = std::fs::remove_file(&path);
+                    write_private(&path, &pw, owner)?;
+                    initdb
+                        .arg("--auth=scram-sha-256")
+                        .arg(format!("--pwfile={}", path.display()));
+                    Some(path)
+                }
+            };
             as_owner(&mut initdb, owner);
-            let out = initdb
-                .output()
-                .map_err(|e| CoreError::Embedded(format!("cannot run initdb: {e}")))?;
+            let out = initdb.output();
+            if let Some(path) = pwfile {
+                let _ = std::fs::remove_file(path);
+            }
+            let out = out.map_err(|e| CoreError::Embedded(format!("cannot run initdb: {e}")))?;
             if !out.status.success() {
                 return Err(CoreError::Embedded(format!(
                     "initdb failed: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 )));
             }
+            write_hba(&opts.data_dir, hba, owner)?;
+        }
+        // A cluster of the old trust setup (or a hand-edited one) keeps its
+        // pg_hba.conf for this one start, until the superuser has a password.
+        let upgrade = std::fs::read_to_string(opts.data_dir.join("pg_hba.conf"))
+            .map_or(true, |current| current != hba);
+        if upgrade && opts.trust_local {
+            write_hba(&opts.data_dir, hba, owner)?;
         }
         let log_path = opts.data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
@@ -92,6 +157,8 @@ impl EmbeddedPostgres {
                 "unix_socket_directories={}",
                 opts.socket_dir.display()
             ))
+            .arg("-c")
+            .arg("unix_socket_permissions=0700")
             .arg("-c")
             .arg(format!("port={PORT}"))
             .stdin(Stdio::null())
@@ -112,9 +179,52 @@ impl EmbeddedPostgres {
             child: Some(child),
             socket_dir: opts.socket_dir.clone(),
             bin_dir,
+            passfile,
         };
         pg.wait_ready(&opts.data_dir, &log_path)?;
+        if upgrade && !opts.trust_local {
+            pg.upgrade_to_passwords(&opts.data_dir, owner)?;
+        }
         Ok(pg)
+    }
+
+    /// Gives the superuser its password (logging in the way the old
+    /// `pg_hba.conf` allows, which was trust), then writes the SCRAM
+    /// `pg_hba.conf` and reloads it. Nothing else changes: roles, databases
+    /// and data stay as they were. Only our own OS user reaches the socket
+    /// meanwhile (0700).
+    fn upgrade_to_passwords(
+        &self,
+        data_dir: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), CoreError> {
+        let pf = self
+            .passfile
+            .as_deref()
+            .ok_or_else(|| CoreError::Embedded("a trust cluster has no passwords to set".into()))?;
+        let verifier = scram_verifier(&password(pf, SUPERUSER)?);
+        // Trust ignores the password offered; a cluster already on SCRAM
+        // (a hand-edited pg_hba.conf) takes the kept one.
+        run_sql(
+            &self.conn_string("postgres"),
+            &format!("ALTER ROLE {SUPERUSER} WITH PASSWORD '{verifier}'"),
+        )
+        .map_err(|e| {
+            CoreError::Embedded(format!(
+                "cannot log in as {SUPERUSER} to give it a password ({e}): {} must allow it \
+                 (trust), or {} must hold its password as a line `*:*:*:{SUPERUSER}:<password>`",
+                data_dir.join("pg_hba.conf").display(),
+                pf.display()
+            ))
+        })?;
+        write_hba(data_dir, HBA_SCRAM, owner)?;
+        run_sql(&self.conn_string("postgres"), "SELECT pg_reload_conf()")
+            .map_err(|e| CoreError::Embedded(format!("reloading pg_hba.conf: {e}")))?;
+        tracing::info!(
+            passfile = %pf.display(),
+            "embedded PostgreSQL upgraded to password authentication"
+        );
+        Ok(())
     }
 
     /// The directory holding the server binaries in use.
@@ -122,25 +232,71 @@ impl EmbeddedPostgres {
         &self.bin_dir
     }
 
-    /// A libpq-style connection string for `dbname` as the superuser.
+    /// A libpq-style connection string for `dbname` as the superuser, with
+    /// its password (never print it: [`EmbeddedPostgres::psql_command`] is
+    /// the printable form).
     pub fn conn_string(&self, dbname: &str) -> String {
-        format!(
-            "host={} port={PORT} user=postgres dbname={dbname}",
+        let pw = self
+            .passfile
+            .as_deref()
+            .and_then(|pf| password(pf, SUPERUSER).ok());
+        self.conn_string_with(dbname, pw.as_deref())
+    }
+
+    fn conn_string_with(&self, dbname: &str, password: Option<&str>) -> String {
+        let mut s = format!(
+            "host={} port={PORT} user={SUPERUSER} dbname={dbname}",
             self.socket_dir.display()
-        )
+        );
+        if let Some(pw) = password {
+            s.push_str(&format!(" password={pw}"));
+        }
+        s
     }
 
-    /// The same as a URL (`DATABASE_URL` form), for printing to DBAs.
-    pub fn url(&self, dbname: &str) -> String {
-        self.url_as("postgres", dbname)
+    /// The command an operator runs to reach `dbname` as the superuser:
+    /// libpq reads the password from the pgpass file (readable only by the
+    /// user who started Marquee, and root).
+    pub fn psql_command(&self, dbname: &str) -> String {
+        let mut s = self.conn_string_with(dbname, None);
+        if let Some(pf) = &self.passfile {
+            s.push_str(&format!(" passfile={}", pf.display()));
+        }
+        format!("psql \"{s}\"")
     }
 
-    /// A URL for `dbname` as `user` (the socket trusts every role: no password).
-    pub fn url_as(&self, user: &str, dbname: &str) -> String {
-        let host: String =
-            url::form_urlencoded::byte_serialize(self.socket_dir.display().to_string().as_bytes())
-                .collect();
-        format!("postgresql://{user}@{host}:{PORT}/{dbname}")
+    /// A URL (`DATABASE_URL` form) for `dbname` as the superuser, with its password.
+    pub fn url(&self, dbname: &str) -> Result<String, CoreError> {
+        self.url_as(SUPERUSER, dbname)
+    }
+
+    /// A URL for `dbname` as `user`, with `user`'s password (generated and
+    /// kept on first use; the role itself gets it through
+    /// [`EmbeddedPostgres::password_verifier`]).
+    pub fn url_as(&self, user: &str, dbname: &str) -> Result<String, CoreError> {
+        let enc =
+            |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+        let host = enc(&self.socket_dir.display().to_string());
+        let login = match &self.passfile {
+            Some(pf) => format!("{}:{}", enc(user), enc(&password(pf, user)?)),
+            None => enc(user),
+        };
+        Ok(format!("postgresql://{login}@{host}:{PORT}/{dbname}"))
+    }
+
+    /// The pgpass file holding the roles' passwords (`None`: a trust cluster).
+    pub fn passfile(&self) -> Option<&Path> {
+        self.passfile.as_deref()
+    }
+
+    /// The SCRAM verifier of `role`'s kept password, for `ALTER ROLE ...
+    /// PASSWORD '<verifier>'` (the password itself never reaches the
+    /// server). `None` for a trust cluster.
+    pub fn password_verifier(&self, role: &str) -> Result<Option<String>, CoreError> {
+        match &self.passfile {
+            Some(pf) => Ok(Some(scram_verifier(&password(pf, role)?))),
+            None => Ok(None),
+        }
     }
 
     fn wait_ready(&mut self, opts_data_dir: &Path, log_path: &Path) -> Result<(), CoreError> {
@@ -170,13 +326,20 @@ impl EmbeddedPostgres {
         }
     }
 
-    /// The postmaster writes its status as the 8th line of
-    /// `postmaster.pid`; "ready" means it accepts connections.
+    /// The postmaster writes its pid as the first line of `postmaster.pid`
+    /// and its status as the 8th; "ready" from our own child means it
+    /// accepts connections (a file of another postmaster does not count).
     fn accepts(&self, data_dir: &Path) -> bool {
+        let Some(ours) = self.child.as_ref().map(Child::id) else {
+            return false;
+        };
         std::fs::read_to_string(data_dir.join("postmaster.pid"))
             .ok()
-            .and_then(|s| s.lines().nth(7).map(|l| l.trim() == "ready"))
-            .unwrap_or(false)
+            .is_some_and(|s| {
+                let mut lines = s.lines();
+                lines.next().and_then(|l| l.trim().parse::<u32>().ok()) == Some(ours)
+                    && lines.nth(6).is_some_and(|l| l.trim() == "ready")
+            })
     }
 
     /// Fast shutdown (SIGINT), waiting for the process to exit.
@@ -264,15 +427,202 @@ fn run_as() -> Option<(u32, u32)> {
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
-    let name = std::ffi::CString::new("postgres").ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; we copy
-    // the two integers out immediately and keep no reference.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return None;
+    lookup_user("postgres")
+}
+
+/// uid and gid of a user, by the reentrant `getpwnam_r` (tests start
+/// clusters from several threads at once).
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf: Vec<libc::c_char> = vec![0; 4096];
+    loop {
+        // SAFETY: passwd is plain old data; zeroed is a valid value.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call, and buf.len() is the
+        // size of buf; the strings it fills in point into buf, which we do
+        // not read.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        return Some((pwd.pw_uid, pwd.pw_gid));
     }
-    // SAFETY: pw is non-null and points to a valid passwd record.
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+/// Refuses a data directory whose `postmaster.pid` names a live PostgreSQL
+/// (another `marquee serve`, or a cluster started by hand), saying which
+/// process uses it. A stale file (a crash) is left to PostgreSQL.
+fn refuse_if_in_use(data_dir: &Path) -> Result<(), CoreError> {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return Ok(());
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+    // A recycled pid of an unrelated program is not a PostgreSQL.
+    if !(comm.trim() == "postgres" || comm.trim() == "postmaster") {
+        return Ok(());
+    }
+    let parent = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|stat| {
+            // The fields after the command name, which may itself hold ") ".
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+        })
+        .filter(|ppid| *ppid > 1)
+        .map(|ppid| {
+            let name = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+            format!(", started by {} process {ppid}", name.trim())
+        })
+        .unwrap_or_default();
+    Err(CoreError::Embedded(format!(
+        "{} is already in use by PostgreSQL process {pid}{parent}; stop that one first, \
+         or give this one another MARQUEE_DATA_DIR",
+        data_dir.display()
+    )))
+}
+
+/// Creates (or takes over) a directory only the cluster's OS user may
+/// enter: mode 0700, owned by it. A symlink or a directory someone else
+/// planted (the socket dir may live in /tmp) is refused.
+fn private_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), CoreError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => std::fs::create_dir_all(dir)?,
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let expected = owner.map_or(me, |(uid, _)| uid);
+    if !meta.is_dir() || (meta.uid() != expected && meta.uid() != me) {
+        return Err(CoreError::Embedded(format!(
+            "{} is not a directory of ours (a symlink, or owned by uid {}): remove it",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = owner {
+        chown(dir, uid, gid)?;
+    }
+    Ok(())
+}
+
+/// Where the passwords of the cluster in `data_dir` are kept: `pgpass`
+/// beside it (in Marquee's data dir, next to `jwt_secret`).
+fn passfile_for(data_dir: &Path) -> PathBuf {
+    data_dir.with_file_name("pgpass")
+}
+
+/// `role`'s password from the pgpass file, generated and appended (the file
+/// created 0600) when missing. Lines are `*:*:*:<role>:<password>`.
+fn password(passfile: &Path, role: &str) -> Result<String, CoreError> {
+    let text = match std::fs::read_to_string(passfile) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(CoreError::Embedded(format!(
+                "cannot read {}: {e}",
+                passfile.display()
+            )))
+        }
+    };
+    let prefix = format!("*:*:*:{role}:");
+    if let Some(pw) = text.lines().find_map(|l| l.strip_prefix(&prefix)) {
+        return Ok(pw.trim().to_owned());
+    }
+    let mut bytes = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+    let pw = hex::encode(bytes);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(passfile)
+        .map_err(|e| CoreError::Embedded(format!("cannot create {}: {e}", passfile.display())))?;
+    // libpq ignores a pgpass file that others may read.
+    std::fs::set_permissions(passfile, std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(format!("{prefix}{pw}\n").as_bytes())?;
+    drop(f);
+    // Should two callers have raced, the first line written wins for both.
+    let text = std::fs::read_to_string(passfile)?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(pw, |p| p.trim().to_owned()))
+}
+
+/// A SCRAM-SHA-256 verifier, the form `ALTER ROLE ... PASSWORD` stores.
+fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+/// Writes a file only `owner` (or we) may read.
+fn write_private(path: &Path, content: &str, owner: Option<(u32, u32)>) -> Result<(), CoreError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        chown(path, uid, gid)?;
+    }
+    Ok(())
+}
+
+fn write_hba(data_dir: &Path, content: &str, owner: Option<(u32, u32)>) -> Result<(), CoreError> {
+    let tmp = data_dir.join("pg_hba.conf.marquee");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, content, owner)?;
+    std::fs::rename(&tmp, data_dir.join("pg_hba.conf"))?;
+    Ok(())
+}
+
+/// Runs one statement on a connection of its own, from a thread of its own
+/// (the caller may be inside a runtime or not).
+fn run_sql(conn: &str, sql: &str) -> Result<(), String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let driver = tokio::spawn(connection);
+                let r = client.batch_execute(sql).await.map_err(|e| e.to_string());
+                drop(client);
+                let _ = driver.await;
+                r
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the SQL thread panicked".into()))
+    })
 }
 
 fn as_owner(cmd: &mut Command, owner: Option<(u32, u32)>) {

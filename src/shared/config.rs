@@ -16,6 +16,10 @@
 //! | `TOTP_KEY` | derived from `JWT_SECRET` | 64 hex chars, encrypts TOTP secrets at rest |
 //! | `TOTP_ISSUER` | Marquee | issuer in the otpauth URL |
 //! | `DB_POOL_SIZE` | 16 | pooled connections per replica |
+//! | `HTTP_HEADER_TIMEOUT` | 10 | seconds an HTTP connection has to send a complete request head, from connect or from the previous answer (so also how long an idle keep-alive connection stays open) |
+//! | `HTTP_IDLE_TIMEOUT` | 60 | seconds one HTTP request may take, its body included, and an HTTP connection may move no byte |
+//! | `HTTP_MAX_CONNECTIONS` | 1024 | open connections on `PORT`; past it, idle ones are closed to make room |
+//! | `METRICS_TOKEN` | unset: `/metrics` open | bearer token `/metrics` requires (`Authorization: Bearer <token>`) |
 //! | `RUST_LOG` | info | log filter (read by the CLI) |
 //! | `LOG_FORMAT` | text | `text` (coloured only on a terminal) or `json` (one object per line; read by the CLI) |
 //!
@@ -85,6 +89,16 @@ pub struct Config {
     pub totp_key: Option<Secret>,
     pub totp_issuer: String,
     pub pool_size: usize,
+    /// How long an HTTP connection may take to send a complete request
+    /// head, from connect or from the previous answer.
+    pub http_header_timeout: Duration,
+    /// The most one HTTP request (its body included) may take, and how long
+    /// a connection may move no byte.
+    pub http_idle_timeout: Duration,
+    /// Open connections on the HTTP port.
+    pub http_max_connections: usize,
+    /// `None`: `/metrics` needs no token.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Config {
@@ -171,6 +185,39 @@ impl Config {
                 _ => return Err(bad("DB_POOL_SIZE", "must be a number from 1 to 1000")),
             },
         };
+        let seconds = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(var) {
+                None => Ok(Duration::from_secs(default)),
+                Some(s) => match s.parse::<u64>() {
+                    Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+                    _ => Err(bad(var, "must be a number of seconds from 1 to 3600")),
+                },
+            }
+        };
+        let http_header_timeout = seconds("HTTP_HEADER_TIMEOUT", 10)?;
+        let http_idle_timeout = seconds("HTTP_IDLE_TIMEOUT", 60)?;
+        let http_max_connections = match get("HTTP_MAX_CONNECTIONS") {
+            None => 1024,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => n,
+                _ => {
+                    return Err(bad(
+                        "HTTP_MAX_CONNECTIONS",
+                        "must be a number from 1 to 1000000",
+                    ))
+                }
+            },
+        };
+        let metrics_token = match get("METRICS_TOKEN") {
+            None => None,
+            Some(s) if s.len() < 16 || !s.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(bad(
+                    "METRICS_TOKEN",
+                    "must be at least 16 printable characters without spaces",
+                ))
+            }
+            Some(s) => Some(Secret::new(s.as_bytes().to_vec())),
+        };
         Ok(Self {
             database_url,
             migration_database_url,
@@ -185,6 +232,10 @@ impl Config {
             totp_key,
             totp_issuer,
             pool_size,
+            http_header_timeout,
+            http_idle_timeout,
+            http_max_connections,
+            metrics_token,
         })
     }
 
@@ -269,6 +320,10 @@ mod tests {
             ("COOKIE_SECURE", "maybe"),
             ("TOTP_KEY", "abcd"),
             ("ALLOWED_ORIGINS", "not a url"),
+            ("HTTP_HEADER_TIMEOUT", "0"),
+            ("HTTP_IDLE_TIMEOUT", "ten"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("METRICS_TOKEN", "short"),
         ] {
             let e = Config::from_vars(&vars(&[(k, v)])).unwrap_err();
             assert_eq!(e.var, k, "{k}={v}");

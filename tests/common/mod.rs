@@ -86,6 +86,7 @@ fn cluster() -> &'static Cluster {
                     data_dir: root.join("pg"),
                     socket_dir: root.join("run"),
                     fsync_off: true,
+                    trust_local: true,
                     settings: vec![
                         ("max_connections".into(), "300".into()),
                         ("synchronous_commit".into(), "off".into()),

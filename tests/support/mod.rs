@@ -115,6 +115,7 @@ impl PrivateCluster {
             data_dir: root.join("pg"),
             socket_dir: root.join("run"),
             fsync_off: true,
+            trust_local: true,
             settings: vec![("max_connections".into(), "100".into())],
         };
         let (tx, rx) = std::sync::mpsc::channel::<ClusterCmd>();
