@@ -8,8 +8,9 @@
 //!   and every `api.hold_best_available` answer is the oracle's block.
 //!   Each case runs in one transaction that is rolled back, straight
 //!   through tokio-postgres, so thousands of cases take seconds;
-//! * concurrency: 20 best-available requests at once on one hall, and
-//!   pairs of racing holds that together would isolate a seat;
+//! * concurrency: 20 best-available requests at once on one hall get
+//!   disjoint seats, requests fail only when no block is left, and pairs of
+//!   racing holds that together would isolate a seat never both succeed;
 //! * over real WebSockets and two replicas: the orphan rule switched by a
 //!   DBA holds for the next request on the other replica, best available
 //!   is pushed like any hold, and bad parameters never reach SQL.
@@ -641,6 +642,74 @@ async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
         .expect("count")
         .get(0);
     assert_eq!(held, 40, "20 requests held 40 distinct seats");
+}
+
+#[tokio::test]
+async fn concurrent_best_available_fails_only_when_no_block_is_left() {
+    let db = TestDb::new().await;
+    let admin = connect(&db).await;
+    admin
+        .batch_execute("SELECT admin.set_orphan_rule(true)")
+        .await
+        .expect("rule on");
+    let ids = users(&admin, "last", 8).await;
+    // Exactly five pairs, each between aisles: five of eight requests for 2 can be served, whatever the order.
+    let (hall, film) = layout_hall(&admin, &["ss.ss.ss.ss.ss"]).await;
+    let scr: i64 = admin
+        .query_one(
+            "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1000, 'EUR')",
+            &[&hall, &film],
+        )
+        .await
+        .expect("screening")
+        .get(0);
+    let mut conns = Vec::new();
+    for _ in &ids {
+        conns.push(connect(&db).await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(ids.len()));
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .zip(ids.iter().copied())
+        .map(|(c, user)| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                match c
+                    .query_one(
+                        "SELECT seat_ids FROM api.hold_best_available($1, $2, 2, NULL)",
+                        &[&user, &scr],
+                    )
+                    .await
+                {
+                    Ok(r) => Verdict::Held(r.get(0)),
+                    Err(e) => verdict_of(&e),
+                }
+            })
+        })
+        .collect();
+    let mut held = BTreeSet::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Verdict::Held(seats) => {
+                assert_eq!(seats.len(), 2);
+                for s in seats {
+                    assert!(held.insert(s), "seat {s} given twice");
+                }
+            }
+            Verdict::Unavailable(seats) => {
+                assert!(seats.is_empty(), "no candidate answers seat_ids []");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        (held.len(), refused),
+        (10, 3),
+        "every pair is taken, and only the requests that found none left fail"
+    );
 }
 
 #[tokio::test]
