@@ -879,6 +879,22 @@ async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
         .await;
     assert_eq!(booking["booking"]["total"], 1550 * 2 + 1150, "{booking}");
 
+    // The cancellation cut-off, set by a DBA, holds on replica B at once.
+    let cancel = json!({"booking_id": booking["booking"]["id"]});
+    dba.batch_execute("SELECT admin.set_cancel_cutoff(1500)")
+        .await
+        .expect("cut-off 25 hours");
+    assert_eq!(
+        alice.err("cancel_booking", cancel.clone()).await,
+        "SCREENING_CLOSED",
+        "a screening a day ahead is inside a 25-hour cut-off"
+    );
+    dba.batch_execute("SELECT admin.set_cancel_cutoff(0)")
+        .await
+        .expect("no cut-off");
+    let cancelled = alice.ok("cancel_booking", cancel).await;
+    assert_eq!(cancelled["booking"]["status"], "cancelled");
+
     // Bad parameters are BAD_REQUEST before anything else, anonymous or not.
     let mut anon = Client::connect(&other).await;
     for data in [
