@@ -71,13 +71,14 @@ enum Verdict {
     Unavailable(Vec<i64>),
     HoldLimit,
     Rule(&'static str, Vec<i64>),
+    BadRequest,
 }
-
-const SEAT_LIMIT: usize = 10;
 
 struct Hall {
     seats: Vec<Seat>,
     orphan_rule: bool,
+    /// The setting `seat_limit` of the case.
+    seat_limit: usize,
 }
 
 impl Hall {
@@ -149,7 +150,7 @@ impl Hall {
     }
 
     fn hold(&self, set: &BTreeSet<i64>) -> Verdict {
-        if self.mine_count_with(set) > SEAT_LIMIT {
+        if self.mine_count_with(set) > self.seat_limit {
             return Verdict::HoldLimit;
         }
         let unavailable: Vec<i64> = self
@@ -187,7 +188,10 @@ impl Hall {
     }
 
     fn best(&self, n: usize, kinds: &[char]) -> Verdict {
-        if self.mine_count_with(&BTreeSet::new()) + n > SEAT_LIMIT {
+        if n > self.seat_limit {
+            return Verdict::BadRequest;
+        }
+        if self.mine_count_with(&BTreeSet::new()) + n > self.seat_limit {
             return Verdict::HoldLimit;
         }
         let min_x = self.seats.iter().map(|s| s.x).min().unwrap_or(0) as i64;
@@ -260,6 +264,7 @@ fn verdict_of(e: &tokio_postgres::Error) -> Verdict {
     match db.code().code() {
         "MQ409" => Verdict::Unavailable(ids_of(detail)),
         "MQ411" => Verdict::HoldLimit,
+        "MQ400" => Verdict::BadRequest,
         "MQ422" => {
             let v: Value = serde_json::from_str(detail).expect("SEAT_RULE detail is JSON");
             let rule = match v["rule"].as_str() {
@@ -345,6 +350,11 @@ fn random_state(rng: &mut StdRng) -> St {
 async fn build(c: &PgClient, f: &Fixture, case: usize, rng: &mut StdRng) -> (i64, Hall) {
     let layout = random_layout(rng);
     let orphan_rule = rng.gen_bool(0.85);
+    let seat_limit = if rng.gen_bool(0.3) {
+        rng.gen_range(1..=6)
+    } else {
+        10
+    };
     let scr: i64 = c
         .query_one(
             "SELECT admin.create_screening(admin.create_hall_layout($1, $2, $3), $4,
@@ -415,12 +425,20 @@ async fn build(c: &PgClient, f: &Fixture, case: usize, rng: &mut StdRng) -> (i64
     .await
     .expect("occupancy");
     c.execute(
-        "UPDATE settings SET value = $1 WHERE key = 'orphan_rule'",
-        &[&i32::from(orphan_rule)],
+        "UPDATE settings SET value = CASE key WHEN 'orphan_rule' THEN $1::int ELSE $2::int END
+          WHERE key IN ('orphan_rule', 'seat_limit')",
+        &[&i32::from(orphan_rule), &(seat_limit as i32)],
     )
     .await
-    .expect("orphan rule");
-    (scr, Hall { seats, orphan_rule })
+    .expect("settings");
+    (
+        scr,
+        Hall {
+            seats,
+            orphan_rule,
+            seat_limit,
+        },
+    )
 }
 
 /// A random hold request: mostly seats next to each other in a row,
@@ -476,6 +494,7 @@ async fn holds_and_best_available_match_the_brute_force_oracle() {
     let c = connect(&db).await;
     let f = fixture(&c).await;
     let (mut accepted, mut orphan, mut companion, mut unavailable, mut best_held) = (0, 0, 0, 0, 0);
+    let mut limit = 0;
 
     for case in 0..cases {
         c.batch_execute("BEGIN").await.expect("begin");
@@ -525,24 +544,30 @@ async fn holds_and_best_available_match_the_brute_force_oracle() {
         c.batch_execute("ROLLBACK").await.expect("rollback");
         assert_eq!(
             got, expected,
-            "case {case} (BOX_OFFICE_SEED={seed}): {what}, orphan rule {}, hall {:?}",
-            hall.orphan_rule, hall.seats
+            "case {case} (BOX_OFFICE_SEED={seed}): {what}, orphan rule {}, seat limit {}, hall {:?}",
+            hall.orphan_rule, hall.seat_limit, hall.seats
         );
         match &got {
             Verdict::Held(_) if what.starts_with("hold_best") => best_held += 1,
             Verdict::Held(_) => accepted += 1,
             Verdict::Rule("orphan", _) => orphan += 1,
             Verdict::Rule(_, _) => companion += 1,
+            Verdict::HoldLimit => limit += 1,
             _ => unavailable += 1,
         }
     }
     eprintln!(
         "accepted holds {accepted}, best-available holds {best_held}, orphan refusals {orphan}, \
-         companion refusals {companion}, other refusals {unavailable}"
+         companion refusals {companion}, hold limit {limit}, other refusals {unavailable}"
     );
     // The generator must reach every verdict, or the comparison proves little.
     assert!(
-        accepted > 0 && best_held > 0 && orphan > 0 && companion > 0 && unavailable > 0,
+        accepted > 0
+            && best_held > 0
+            && orphan > 0
+            && companion > 0
+            && limit > 0
+            && unavailable > 0,
         "a verdict was never reached"
     );
 }
