@@ -156,14 +156,8 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    r      record;
-    v_xs   int[];
-    v_ids  bigint[];
-    v_open boolean[];
-    v_in_s boolean;
-    v_next boolean;
-    v_free boolean;
-    v_out  bigint[] := '{}'::bigint[];
+    r     record;
+    v_out bigint[] := '{}'::bigint[];
 BEGIN
     -- Only a seat next to a requested seat can become an orphan, and whether it does depends on its own two
     -- neighbours, so per row of the request only the seats from 2 left of its first requested seat to 2 right of
@@ -178,34 +172,27 @@ BEGIN
          WHERE s.id = ANY (p_seats)
          GROUP BY s.hall_id, s.row_label
     LOOP
-        SELECT array_agg(n.x ORDER BY n.x), array_agg(n.id ORDER BY n.x),
-               array_agg((ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now())) ORDER BY n.x)
-          INTO v_xs, v_ids, v_open
-          FROM seats AS n
-          JOIN seat_states AS ss ON ss.screening_id = p_screening AND ss.seat_id = n.id
-         WHERE n.hall_id = r.hall_id AND n.row_label = r.row_label AND n.x BETWEEN r.first_x - 2 AND r.last_x + 2;
-
-        -- Seat i is an orphan made by the request when it is open and not requested, a neighbour (x differing by
-        -- exactly 1; the arrays are in x order) is requested, no neighbour stays open, and one was open before.
-        FOR i IN 1 .. coalesce(cardinality(v_xs), 0) LOOP
-            CONTINUE WHEN NOT v_open[i] OR v_ids[i] = ANY (p_seats);
-            v_in_s := false;
-            v_next := false;
-            v_free := false;
-            IF i > 1 AND v_xs[i - 1] = v_xs[i] - 1 THEN
-                v_in_s := v_ids[i - 1] = ANY (p_seats);
-                v_next := v_open[i - 1];
-                v_free := v_open[i - 1] AND NOT v_in_s;
-            END IF;
-            IF i < cardinality(v_xs) AND v_xs[i + 1] = v_xs[i] + 1 THEN
-                v_in_s := v_in_s OR v_ids[i + 1] = ANY (p_seats);
-                v_next := v_next OR v_open[i + 1];
-                v_free := v_free OR (v_open[i + 1] AND NOT v_ids[i + 1] = ANY (p_seats));
-            END IF;
-            IF v_in_s AND v_next AND NOT v_free THEN
-                v_out := v_out || v_ids[i];
-            END IF;
-        END LOOP;
+        -- Each seat with its left and right neighbour (x differing by exactly 1) as they are before the request.
+        SELECT v_out || coalesce(array_agg(l.id), '{}'::bigint[]) INTO v_out
+          FROM (SELECT n.id, n.open, n.id = ANY (p_seats) AS in_s,
+                       coalesce(lag(n.x) OVER w = n.x - 1, false) AS has_left,
+                       coalesce(lag(n.open) OVER w, false) AS left_open,
+                       coalesce(lag(n.id) OVER w = ANY (p_seats), false) AS left_in_s,
+                       coalesce(lead(n.x) OVER w = n.x + 1, false) AS has_right,
+                       coalesce(lead(n.open) OVER w, false) AS right_open,
+                       coalesce(lead(n.id) OVER w = ANY (p_seats), false) AS right_in_s
+                  FROM (SELECT s.id, s.x,
+                               ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now()) AS open
+                          FROM seats AS s
+                          JOIN seat_states AS ss ON ss.screening_id = p_screening AND ss.seat_id = s.id
+                         WHERE s.hall_id = r.hall_id AND s.row_label = r.row_label
+                           AND s.x BETWEEN r.first_x - 2 AND r.last_x + 2) AS n
+                WINDOW w AS (ORDER BY n.x)) AS l
+         WHERE l.open AND NOT l.in_s                                                    -- f stays open
+           AND ((l.has_left AND l.left_in_s) OR (l.has_right AND l.right_in_s))         -- next to the request
+           AND NOT (l.has_left AND l.left_open AND NOT l.left_in_s)                     -- no open neighbour after
+           AND NOT (l.has_right AND l.right_open AND NOT l.right_in_s)
+           AND ((l.has_left AND l.left_open) OR (l.has_right AND l.right_open));        -- but one before
     END LOOP;
     RETURN ARRAY(SELECT u.id FROM unnest(v_out) AS u(id) ORDER BY u.id);
 END;
