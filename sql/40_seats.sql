@@ -444,7 +444,7 @@ BEGIN
         SELECT sc.starts_at INTO v_starts_at FROM screenings AS sc WHERE sc.id = v_booking.screening_id;
         -- The cancellation cut-off: closed from starts_at minus cancel_cutoff_minutes on.
         IF v_starts_at - make_interval(mins => internal.setting('cancel_cutoff_minutes')) <= now() THEN
-            RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
+            RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'Too late to cancel: the screening starts soon or has started.';
         END IF;
 
         PERFORM 1

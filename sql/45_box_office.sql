@@ -160,44 +160,52 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    v_result bigint[];
+    r     record;
+    v_out bigint[] := '{}'::bigint[];
 BEGIN
-    -- Only the rows of the requested seats can gain an orphan, so only their seats are read (index
-    -- seats_hall_row_x_idx), each with its left and right neighbour by x.
-    WITH row_seats AS (
-        SELECT s.id, s.row_label, s.x,
-               (ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now())) AS open_before,
-               s.id = ANY (p_seats) AS in_s
-          FROM screenings AS sc
-          JOIN seats AS s ON s.hall_id = sc.hall_id
-          JOIN seat_states AS ss ON ss.screening_id = sc.id AND ss.seat_id = s.id
-         WHERE sc.id = p_screening
-           AND s.row_label IN (SELECT r.row_label FROM seats AS r WHERE r.id = ANY (p_seats))
-    ), linked AS (
-        SELECT rs.id, rs.open_before, rs.in_s,
-               coalesce(lag(rs.x) OVER w = rs.x - 1, false) AS has_left,
-               coalesce(lag(rs.open_before) OVER w, false) AS left_open,
-               coalesce(lag(rs.in_s) OVER w, false) AS left_in_s,
-               coalesce(lead(rs.x) OVER w = rs.x + 1, false) AS has_right,
-               coalesce(lead(rs.open_before) OVER w, false) AS right_open,
-               coalesce(lead(rs.in_s) OVER w, false) AS right_in_s
-          FROM row_seats AS rs
-        WINDOW w AS (PARTITION BY rs.row_label ORDER BY rs.x)
-    )
-    SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') INTO v_result
-      FROM linked AS l
-     WHERE l.open_before AND NOT l.in_s                                              -- f stays open
-       AND ((l.has_left AND l.left_in_s) OR (l.has_right AND l.right_in_s))          -- next to S
-       AND NOT (l.has_left AND l.left_open AND NOT l.left_in_s)                      -- no open neighbour after
-       AND NOT (l.has_right AND l.right_open AND NOT l.right_in_s)
-       AND ((l.has_left AND l.left_open) OR (l.has_right AND l.right_open));         -- but one before
-    RETURN v_result;
+    -- Only a seat next to a requested seat can become an orphan, and whether it does depends on its own two
+    -- neighbours, so per row of the request only the seats from 2 left of its first requested seat to 2 right of
+    -- its last are read (a range scan of index seats_hall_row_x_idx, their seat_states rows by primary key); a
+    -- hold in one row costs two small queries. Every statement has scalar parameters or a primary-key list, so
+    -- PL/pgSQL's cached generic plans fit them and a hold plans nothing: one set-based query joining all
+    -- requested seats to their rows was re-planned on every call (its generic plan, costed for an unknown number
+    -- of seats, lost to a custom one), and the planning cost more than the check.
+    FOR r IN
+        SELECT s.hall_id, s.row_label, min(s.x) AS first_x, max(s.x) AS last_x
+          FROM seats AS s
+         WHERE s.id = ANY (p_seats)
+         GROUP BY s.hall_id, s.row_label
+    LOOP
+        -- Each seat with its left and right neighbour (x differing by exactly 1) as they are before the request.
+        SELECT v_out || coalesce(array_agg(l.id), '{}'::bigint[]) INTO v_out
+          FROM (SELECT n.id, n.open, n.id = ANY (p_seats) AS in_s,
+                       coalesce(lag(n.x) OVER w = n.x - 1, false) AS has_left,
+                       coalesce(lag(n.open) OVER w, false) AS left_open,
+                       coalesce(lag(n.id) OVER w = ANY (p_seats), false) AS left_in_s,
+                       coalesce(lead(n.x) OVER w = n.x + 1, false) AS has_right,
+                       coalesce(lead(n.open) OVER w, false) AS right_open,
+                       coalesce(lead(n.id) OVER w = ANY (p_seats), false) AS right_in_s
+                  FROM (SELECT s.id, s.x,
+                               ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now()) AS open
+                          FROM seats AS s
+                          JOIN seat_states AS ss ON ss.screening_id = p_screening AND ss.seat_id = s.id
+                         WHERE s.hall_id = r.hall_id AND s.row_label = r.row_label
+                           AND s.x BETWEEN r.first_x - 2 AND r.last_x + 2) AS n
+                WINDOW w AS (ORDER BY n.x)) AS l
+         WHERE l.open AND NOT l.in_s                                                    -- f stays open
+           AND ((l.has_left AND l.left_in_s) OR (l.has_right AND l.right_in_s))         -- next to the request
+           AND NOT (l.has_left AND l.left_open AND NOT l.left_in_s)                     -- no open neighbour after
+           AND NOT (l.has_right AND l.right_open AND NOT l.right_in_s)
+           AND ((l.has_left AND l.left_open) OR (l.has_right AND l.right_open));        -- but one before
+    END LOOP;
+    RETURN ARRAY(SELECT u.id FROM unnest(v_out) AS u(id) ORDER BY u.id);
 END;
 $$;
 
 COMMENT ON FUNCTION internal.orphans_made(bigint, bigint[]) IS
     'The orphans made by holding p_seats: open seats that have no open neighbour once p_seats are held, have a '
-    'neighbour in p_seats, and had an open neighbour before. Reads only the rows of p_seats. Whose holds p_seats '
+    'neighbour in p_seats, and had an open neighbour before. Reads only the seats of p_seats'' rows from 2 before '
+    'the first requested seat to 2 after the last. Whose holds p_seats '
     'renew does not matter: a seat the user already holds is not open before or after.';
 
 CREATE OR REPLACE FUNCTION internal.seat_together_possible(p_screening bigint, p_n int)

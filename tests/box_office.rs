@@ -8,8 +8,9 @@
 //!   and every `api.hold_best_available` answer is the oracle's block.
 //!   Each case runs in one transaction that is rolled back, straight
 //!   through tokio-postgres, so thousands of cases take seconds;
-//! * concurrency: 20 best-available requests at once on one hall, and
-//!   pairs of racing holds that together would isolate a seat;
+//! * concurrency: 20 best-available requests at once on one hall get
+//!   disjoint seats, requests fail only when no block is left, and pairs of
+//!   racing holds that together would isolate a seat never both succeed;
 //! * over real WebSockets and two replicas: the orphan rule switched by a
 //!   DBA holds for the next request on the other replica, best available
 //!   is pushed like any hold, and bad parameters never reach SQL.
@@ -70,13 +71,14 @@ enum Verdict {
     Unavailable(Vec<i64>),
     HoldLimit,
     Rule(&'static str, Vec<i64>),
+    BadRequest,
 }
-
-const SEAT_LIMIT: usize = 10;
 
 struct Hall {
     seats: Vec<Seat>,
     orphan_rule: bool,
+    /// The setting `seat_limit` of the case.
+    seat_limit: usize,
 }
 
 impl Hall {
@@ -148,7 +150,7 @@ impl Hall {
     }
 
     fn hold(&self, set: &BTreeSet<i64>) -> Verdict {
-        if self.mine_count_with(set) > SEAT_LIMIT {
+        if self.mine_count_with(set) > self.seat_limit {
             return Verdict::HoldLimit;
         }
         let unavailable: Vec<i64> = self
@@ -186,7 +188,10 @@ impl Hall {
     }
 
     fn best(&self, n: usize, kinds: &[char]) -> Verdict {
-        if self.mine_count_with(&BTreeSet::new()) + n > SEAT_LIMIT {
+        if n > self.seat_limit {
+            return Verdict::BadRequest;
+        }
+        if self.mine_count_with(&BTreeSet::new()) + n > self.seat_limit {
             return Verdict::HoldLimit;
         }
         let min_x = self.seats.iter().map(|s| s.x).min().unwrap_or(0) as i64;
@@ -259,6 +264,7 @@ fn verdict_of(e: &tokio_postgres::Error) -> Verdict {
     match db.code().code() {
         "MQ409" => Verdict::Unavailable(ids_of(detail)),
         "MQ411" => Verdict::HoldLimit,
+        "MQ400" => Verdict::BadRequest,
         "MQ422" => {
             let v: Value = serde_json::from_str(detail).expect("SEAT_RULE detail is JSON");
             let rule = match v["rule"].as_str() {
@@ -344,6 +350,11 @@ fn random_state(rng: &mut StdRng) -> St {
 async fn build(c: &PgClient, f: &Fixture, case: usize, rng: &mut StdRng) -> (i64, Hall) {
     let layout = random_layout(rng);
     let orphan_rule = rng.gen_bool(0.85);
+    let seat_limit = if rng.gen_bool(0.3) {
+        rng.gen_range(1..=6)
+    } else {
+        10
+    };
     let scr: i64 = c
         .query_one(
             "SELECT admin.create_screening(admin.create_hall_layout($1, $2, $3), $4,
@@ -414,12 +425,20 @@ async fn build(c: &PgClient, f: &Fixture, case: usize, rng: &mut StdRng) -> (i64
     .await
     .expect("occupancy");
     c.execute(
-        "UPDATE settings SET value = $1 WHERE key = 'orphan_rule'",
-        &[&i32::from(orphan_rule)],
+        "UPDATE settings SET value = CASE key WHEN 'orphan_rule' THEN $1::int ELSE $2::int END
+          WHERE key IN ('orphan_rule', 'seat_limit')",
+        &[&i32::from(orphan_rule), &(seat_limit as i32)],
     )
     .await
-    .expect("orphan rule");
-    (scr, Hall { seats, orphan_rule })
+    .expect("settings");
+    (
+        scr,
+        Hall {
+            seats,
+            orphan_rule,
+            seat_limit,
+        },
+    )
 }
 
 /// A random hold request: mostly seats next to each other in a row,
@@ -475,6 +494,7 @@ async fn holds_and_best_available_match_the_brute_force_oracle() {
     let c = connect(&db).await;
     let f = fixture(&c).await;
     let (mut accepted, mut orphan, mut companion, mut unavailable, mut best_held) = (0, 0, 0, 0, 0);
+    let mut limit = 0;
 
     for case in 0..cases {
         c.batch_execute("BEGIN").await.expect("begin");
@@ -524,24 +544,30 @@ async fn holds_and_best_available_match_the_brute_force_oracle() {
         c.batch_execute("ROLLBACK").await.expect("rollback");
         assert_eq!(
             got, expected,
-            "case {case} (BOX_OFFICE_SEED={seed}): {what}, orphan rule {}, hall {:?}",
-            hall.orphan_rule, hall.seats
+            "case {case} (BOX_OFFICE_SEED={seed}): {what}, orphan rule {}, seat limit {}, hall {:?}",
+            hall.orphan_rule, hall.seat_limit, hall.seats
         );
         match &got {
             Verdict::Held(_) if what.starts_with("hold_best") => best_held += 1,
             Verdict::Held(_) => accepted += 1,
             Verdict::Rule("orphan", _) => orphan += 1,
             Verdict::Rule(_, _) => companion += 1,
+            Verdict::HoldLimit => limit += 1,
             _ => unavailable += 1,
         }
     }
     eprintln!(
         "accepted holds {accepted}, best-available holds {best_held}, orphan refusals {orphan}, \
-         companion refusals {companion}, other refusals {unavailable}"
+         companion refusals {companion}, hold limit {limit}, other refusals {unavailable}"
     );
     // The generator must reach every verdict, or the comparison proves little.
     assert!(
-        accepted > 0 && best_held > 0 && orphan > 0 && companion > 0 && unavailable > 0,
+        accepted > 0
+            && best_held > 0
+            && orphan > 0
+            && companion > 0
+            && limit > 0
+            && unavailable > 0,
         "a verdict was never reached"
     );
 }
@@ -641,6 +667,74 @@ async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
         .expect("count")
         .get(0);
     assert_eq!(held, 40, "20 requests held 40 distinct seats");
+}
+
+#[tokio::test]
+async fn concurrent_best_available_fails_only_when_no_block_is_left() {
+    let db = TestDb::new().await;
+    let admin = connect(&db).await;
+    admin
+        .batch_execute("SELECT admin.set_orphan_rule(true)")
+        .await
+        .expect("rule on");
+    let ids = users(&admin, "last", 8).await;
+    // Exactly five pairs, each between aisles: five of eight requests for 2 can be served, whatever the order.
+    let (hall, film) = layout_hall(&admin, &["ss.ss.ss.ss.ss"]).await;
+    let scr: i64 = admin
+        .query_one(
+            "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1000, 'EUR')",
+            &[&hall, &film],
+        )
+        .await
+        .expect("screening")
+        .get(0);
+    let mut conns = Vec::new();
+    for _ in &ids {
+        conns.push(connect(&db).await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(ids.len()));
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .zip(ids.iter().copied())
+        .map(|(c, user)| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                match c
+                    .query_one(
+                        "SELECT seat_ids FROM api.hold_best_available($1, $2, 2, NULL)",
+                        &[&user, &scr],
+                    )
+                    .await
+                {
+                    Ok(r) => Verdict::Held(r.get(0)),
+                    Err(e) => verdict_of(&e),
+                }
+            })
+        })
+        .collect();
+    let mut held = BTreeSet::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Verdict::Held(seats) => {
+                assert_eq!(seats.len(), 2);
+                for s in seats {
+                    assert!(held.insert(s), "seat {s} given twice");
+                }
+            }
+            Verdict::Unavailable(seats) => {
+                assert!(seats.is_empty(), "no candidate answers seat_ids []");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        (held.len(), refused),
+        (10, 3),
+        "every pair is taken, and only the requests that found none left fail"
+    );
 }
 
 #[tokio::test]
@@ -810,6 +904,22 @@ async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
         .ok("book_seats", json!({"screening_id": s, "seat_ids": all}))
         .await;
     assert_eq!(booking["booking"]["total"], 1550 * 2 + 1150, "{booking}");
+
+    // The cancellation cut-off, set by a DBA, holds on replica B at once.
+    let cancel = json!({"booking_id": booking["booking"]["id"]});
+    dba.batch_execute("SELECT admin.set_cancel_cutoff(1500)")
+        .await
+        .expect("cut-off 25 hours");
+    assert_eq!(
+        alice.err("cancel_booking", cancel.clone()).await,
+        "SCREENING_CLOSED",
+        "a screening a day ahead is inside a 25-hour cut-off"
+    );
+    dba.batch_execute("SELECT admin.set_cancel_cutoff(0)")
+        .await
+        .expect("no cut-off");
+    let cancelled = alice.ok("cancel_booking", cancel).await;
+    assert_eq!(cancelled["booking"]["status"], "cancelled");
 
     // Bad parameters are BAD_REQUEST before anything else, anonymous or not.
     let mut anon = Client::connect(&other).await;

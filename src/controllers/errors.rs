@@ -31,7 +31,7 @@ fn model(e: &ModelError) -> WireError {
         ModelError::NotFound => WireError::new(ErrorCode::NotFound, "not found"),
         ModelError::ScreeningClosed => WireError::new(
             ErrorCode::ScreeningClosed,
-            "the screening has already started",
+            "too late: the screening has started (cancelling closes at the cut-off before it)",
         ),
         ModelError::HoldLimit => WireError::new(
             ErrorCode::HoldLimit,

@@ -156,3 +156,53 @@ pub async fn get_bookings(ctx: &Ctx<'_>) -> Result<Value, MethodError> {
         .collect();
     Ok(json!({ "bookings": list }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn parse(v: Value) -> Result<BestParams, MethodError> {
+        let m: Map<String, Value> = v.as_object().cloned().unwrap_or_default();
+        best_params(&Params(&m))
+    }
+
+    #[test]
+    fn best_params_default_kinds_and_dedupe() {
+        let p = parse(json!({"screening_id": "7", "count": 3})).unwrap();
+        assert_eq!(p.screening, Lookup::Found(ScreeningId(7)));
+        assert_eq!((p.count, p.kinds), (3, vec!["standard", "vip"]));
+        let p = parse(json!({"screening_id": "7", "count": 1, "kinds": null})).unwrap();
+        assert_eq!(p.kinds, vec!["standard", "vip"]);
+        let p = parse(json!({"screening_id": "7", "count": 100,
+                             "kinds": ["companion", "wheelchair", "companion"]}))
+        .unwrap();
+        assert_eq!((p.count, p.kinds), (100, vec!["companion", "wheelchair"]));
+    }
+
+    #[test]
+    fn best_params_refuse_what_sql_must_not_see() {
+        for bad in [
+            json!({"screening_id": "7"}),
+            json!({"screening_id": "7", "count": 0}),
+            json!({"screening_id": "7", "count": -1}),
+            json!({"screening_id": "7", "count": 101}),
+            json!({"screening_id": "7", "count": 2.0}),
+            json!({"screening_id": "7", "count": "2"}),
+            json!({"screening_id": "7", "count": 1e30}),
+            json!({"screening_id": "7", "count": 2, "kinds": []}),
+            json!({"screening_id": "7", "count": 2, "kinds": ["VIP"]}),
+            json!({"screening_id": "7", "count": 2, "kinds": [null]}),
+            json!({"screening_id": "7", "count": 2, "kinds": "vip"}),
+            json!({"screening_id": 7, "count": 2}),
+        ] {
+            assert!(
+                matches!(parse(bad.clone()), Err(MethodError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        // A string that names nothing is NOT_FOUND later, not BAD_REQUEST.
+        let p = parse(json!({"screening_id": "x", "count": 2})).unwrap();
+        assert_eq!(p.screening, Lookup::Unknown);
+    }
+}
