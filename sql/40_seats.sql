@@ -46,6 +46,8 @@ DECLARE
     v_ttl         int;
     v_user_limit  int;
     v_max_hold    int;
+    v_orphan_rule boolean;
+    v_companion   boolean;
     v_found       int;
     v_first_taken timestamptz;
     v_unavailable bigint[];
@@ -73,12 +75,13 @@ BEGIN
     -- The user (UNAUTHORIZED unless it exists: a session of a deleted user must not reach the seat tables), the
     -- screening and every setting in one statement.
     SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at,
-           st.seat_limit, st.ttl, st.user_limit, st.max_hold
-      INTO v_user_ok, v_hall, v_starts_at, v_seat_limit, v_ttl, v_user_limit, v_max_hold
+           st.seat_limit, st.ttl, st.user_limit, st.max_hold, st.orphan_rule <> 0
+      INTO v_user_ok, v_hall, v_starts_at, v_seat_limit, v_ttl, v_user_limit, v_max_hold, v_orphan_rule
       FROM (SELECT max(s.value) FILTER (WHERE s.key = 'seat_limit')       AS seat_limit,
                    max(s.value) FILTER (WHERE s.key = 'hold_ttl_seconds') AS ttl,
                    max(s.value) FILTER (WHERE s.key = 'user_hold_limit')  AS user_limit,
-                   max(s.value) FILTER (WHERE s.key = 'max_hold_seconds') AS max_hold
+                   max(s.value) FILTER (WHERE s.key = 'max_hold_seconds') AS max_hold,
+                   max(s.value) FILTER (WHERE s.key = 'orphan_rule')      AS orphan_rule
               FROM settings AS s) AS st
       LEFT JOIN screenings AS sc ON sc.id = p_screening;
     IF NOT v_user_ok THEN
@@ -87,7 +90,8 @@ BEGIN
     IF v_hall IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Screening not found.';
     END IF;
-    IF v_seat_limit IS NULL OR v_ttl IS NULL OR v_user_limit IS NULL OR v_max_hold IS NULL THEN
+    IF v_seat_limit IS NULL OR v_ttl IS NULL OR v_user_limit IS NULL OR v_max_hold IS NULL OR v_orphan_rule IS NULL
+    THEN
         -- A deployment bug, not a user error: a plain error, answered as INTERNAL.
         RAISE EXCEPTION 'a hold setting is missing from table settings';
     END IF;
@@ -103,19 +107,22 @@ BEGIN
     -- hold: no cycle.
     PERFORM pg_advisory_xact_lock(2, (p_user % 2147483647)::int);
 
-    -- Lock the requested seats in seat_id order and classify them in the same statement.
+    -- Lock the requested seats in seat_id order and classify them in the same statement (their kind too: only a
+    -- companion seat needs the companion rule).
     SELECT count(*)::int,
+           bool_or(l.kind = 'companion'),
            min(coalesce(l.held_at, now()))
                FILTER (WHERE l.status = 'held' AND l.user_id = p_user AND l.hold_expires_at > now()),
            array_agg(l.seat_id ORDER BY l.seat_id)
                FILTER (WHERE l.status IN ('booked', 'blocked')
                           OR (l.status = 'held' AND l.user_id <> p_user AND l.hold_expires_at > now()))
-      INTO v_found, v_first_taken, v_unavailable
-      FROM (SELECT ss.seat_id, ss.status, ss.user_id, ss.hold_expires_at, ss.held_at
+      INTO v_found, v_companion, v_first_taken, v_unavailable
+      FROM (SELECT ss.seat_id, ss.status, ss.user_id, ss.hold_expires_at, ss.held_at, s.kind
               FROM seat_states AS ss
+              JOIN seats AS s ON s.id = ss.seat_id
              WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
              ORDER BY ss.seat_id
-               FOR UPDATE) AS l;
+               FOR UPDATE OF ss) AS l;
     IF v_found < v_n THEN
         SELECT array_agg(u.id ORDER BY u.id) INTO v_missing
           FROM unnest(v_seats) AS u(id)
@@ -162,7 +169,9 @@ BEGIN
                               DETAIL = internal.ids_json(v_unavailable);
     END IF;
 
-    PERFORM internal.seat_rule_check(p_user, p_screening, v_seats);  -- SEAT_RULE (sql/45_box_office.sql)
+    IF v_companion OR v_orphan_rule THEN  -- SEAT_RULE (sql/45_box_office.sql)
+        PERFORM internal.seat_rule_check(p_user, p_screening, v_seats, v_companion, v_orphan_rule);
+    END IF;
 
     -- A seat the user holds live is renewed and keeps the moment it was taken; any other becomes a new hold.
     -- Either way its expiry is now + TTL, capped at that moment + max_hold_seconds.

@@ -234,7 +234,12 @@ COMMENT ON FUNCTION internal.seat_together_possible(bigint, int) IS
     'True when some run of the screening has a length L with L = n or L >= n + 2: n seats could be held together '
     'without leaving one alone. Scans the whole hall, so it runs only once an orphan was found.';
 
-CREATE OR REPLACE FUNCTION internal.seat_rule_check(p_user bigint, p_screening bigint, p_seats bigint[])
+-- The three-argument form read the orphan_rule setting itself; api.hold_seats now passes what it read with its
+-- other settings, and whether the request has a companion seat, so a plain hold makes no call here at all.
+DROP FUNCTION IF EXISTS internal.seat_rule_check(bigint, bigint, bigint[]);
+
+CREATE OR REPLACE FUNCTION internal.seat_rule_check(p_user bigint, p_screening bigint, p_seats bigint[],
+                                                    p_has_companion boolean, p_orphan_rule boolean)
 RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -243,9 +248,11 @@ DECLARE
     v_new     int;
 BEGIN
     -- When both rules refuse, companion is reported: it is checked first.
-    PERFORM internal.companion_check(p_user, p_screening, p_seats, false);
+    IF p_has_companion THEN
+        PERFORM internal.companion_check(p_user, p_screening, p_seats, false);
+    END IF;
 
-    IF internal.setting('orphan_rule') = 0 THEN
+    IF NOT p_orphan_rule THEN
         RETURN;
     END IF;
     v_orphans := internal.orphans_made(p_screening, p_seats);
@@ -264,10 +271,11 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION internal.seat_rule_check(bigint, bigint, bigint[]) IS
+COMMENT ON FUNCTION internal.seat_rule_check(bigint, bigint, bigint[], boolean, boolean) IS
     'The seat rules of hold_seats, called after SEAT_UNAVAILABLE with the seat rows locked: SEAT_RULE "companion" '
-    '(internal.companion_check), then, with setting orphan_rule on, SEAT_RULE "orphan" listing the orphans the '
-    'hold would make, unless no run of the screening has a length L = n or L >= n + 2 (n = seats added).';
+    '(internal.companion_check, when the request has a companion seat), then, with the orphan rule on, SEAT_RULE '
+    '"orphan" listing the orphans the hold would make, unless no run of the screening has a length L = n or '
+    'L >= n + 2 (n = seats added).';
 
 -- Best available ---------------------------------------------------------------------------------------------
 
