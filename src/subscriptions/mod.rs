@@ -7,5 +7,7 @@
 
 mod render;
 pub mod router;
+pub mod sources;
 
 pub use router::{HallRouter, SubscriptionError, MAX_SUBSCRIPTIONS};
+pub use sources::{Channels, Snapshots};

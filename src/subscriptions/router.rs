@@ -22,6 +22,10 @@
 //!
 //! The state is behind one `std::sync::Mutex` that is never held across an
 //! await; notifications are handled synchronously under it.
+//!
+//! The router reads snapshots and LISTENs through two traits
+//! ([`Snapshots`], [`Channels`]), PostgreSQL and the replica's listener in
+//! production, so the tests below drive it deterministically.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -32,7 +36,7 @@ use crate::core::db::Db;
 use crate::core::hub::{ConnId, Outbound, Peer, PushError, SharedPush};
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
-use crate::models::catalogue::{self, HallSnapshot};
+use crate::models::catalogue::HallSnapshot;
 use crate::models::changes::ChangeSet;
 use crate::models::ModelError;
 use crate::shared::clock::now_ms;
@@ -40,6 +44,7 @@ use crate::shared::ids::{hall_channel, ScreeningId, UserId};
 use crate::shared::protocol::push_frame;
 
 use super::render;
+use super::sources::{Channels, Snapshots};
 
 /// At most this many subscriptions per connection (`LIMIT` beyond).
 pub const MAX_SUBSCRIPTIONS: usize = 16;
@@ -102,15 +107,15 @@ struct State {
 }
 
 /// The subscriptions of one replica.
-pub struct HallRouter {
+pub struct HallRouter<S: Snapshots = Db, L: Channels = Listener> {
     state: Mutex<State>,
-    db: Db,
-    listener: Listener,
+    db: S,
+    listener: L,
     metrics: Arc<Metrics>,
 }
 
-impl HallRouter {
-    pub fn new(db: Db, listener: Listener, metrics: Arc<Metrics>) -> Arc<Self> {
+impl<S: Snapshots, L: Channels> HallRouter<S, L> {
+    pub fn new(db: S, listener: L, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             db,
@@ -130,7 +135,7 @@ impl HallRouter {
         screening: ScreeningId,
         user: Option<UserId>,
     ) -> Result<String, SubscriptionError> {
-        let snap = catalogue::hall_snapshot(&self.db, screening).await?;
+        let snap = self.db.hall_snapshot(screening).await?;
         Ok(render::snapshot(&snap, user))
     }
 
@@ -143,7 +148,7 @@ impl HallRouter {
         eid: &str,
         screening: ScreeningId,
     ) -> Result<(), SubscriptionError> {
-        let hall = catalogue::screening_hall(&self.db, screening).await?;
+        let hall = self.db.screening_hall(screening).await?;
         {
             let st = self.lock();
             if let Some(set) = st.by_conn.get(&peer.id) {
@@ -156,7 +161,7 @@ impl HallRouter {
         self.listener
             .listen(&channel)
             .await
-            .map_err(|e| SubscriptionError::Unavailable(e.to_string()))?;
+            .map_err(SubscriptionError::Unavailable)?;
         let token = {
             let mut st = self.lock();
             st.next_token += 1;
@@ -187,7 +192,7 @@ impl HallRouter {
             token,
             armed: true,
         };
-        let snap = catalogue::hall_snapshot(&self.db, screening).await?;
+        let snap = self.db.hall_snapshot(screening).await?;
         let mut guard = guard;
         guard.armed = false;
         if self.activate(peer, user, eid, screening, token, &snap) {
@@ -509,7 +514,7 @@ impl HallRouter {
             if !waiting {
                 return;
             }
-            match catalogue::hall_snapshot(&self.db, screening).await {
+            match self.db.hall_snapshot(screening).await {
                 Ok(snap) => {
                     self.finish_resync(&snap);
                     backoff = Duration::from_millis(100);
@@ -575,14 +580,14 @@ fn hold_all(screen: &mut Screen) {
 }
 
 /// Releases a pending subscription that never activated.
-struct PendingGuard<'a> {
-    router: &'a HallRouter,
+struct PendingGuard<'a, S: Snapshots, L: Channels> {
+    router: &'a HallRouter<S, L>,
     screening: ScreeningId,
     token: u64,
     armed: bool,
 }
 
-impl Drop for PendingGuard<'_> {
+impl<S: Snapshots, L: Channels> Drop for PendingGuard<'_, S, L> {
     fn drop(&mut self) {
         if !self.armed {
             return;
@@ -597,5 +602,375 @@ impl Drop for PendingGuard<'_> {
         if screen.subs.is_empty() && screen.pending.is_empty() {
             st.screens.remove(&self.screening);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The router driven by hand: snapshots come from a script and are
+    //! released one at a time, notifications are fed as the listener would
+    //! hand them over, and each socket's queue is read back frame by frame.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex as StdMutex;
+
+    use serde_json::Value;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::core::hub::{Hub, PeerQueue};
+    use crate::models::catalogue::Seat;
+    use crate::models::changes::SeatStatus;
+    use crate::shared::ids::{HallId, SeatId};
+
+    const SCREENING: ScreeningId = ScreeningId(7);
+    const HALL: HallId = HallId(3);
+
+    /// Snapshots handed out in order, each only once the test releases it.
+    struct Halls {
+        queue: StdMutex<VecDeque<HallSnapshot>>,
+        gate: Semaphore,
+    }
+
+    impl Default for Halls {
+        fn default() -> Self {
+            Self {
+                queue: StdMutex::new(VecDeque::new()),
+                gate: Semaphore::new(0),
+            }
+        }
+    }
+
+    impl Halls {
+        fn release(&self, snap: HallSnapshot) {
+            if let Ok(mut q) = self.queue.lock() {
+                q.push_back(snap);
+            }
+            self.gate.add_permits(1);
+        }
+    }
+
+    impl Snapshots for Arc<Halls> {
+        async fn screening_hall(&self, screening: ScreeningId) -> Result<HallId, ModelError> {
+            if screening == SCREENING {
+                Ok(HALL)
+            } else {
+                Err(ModelError::NotFound)
+            }
+        }
+
+        async fn hall_snapshot(&self, _: ScreeningId) -> Result<HallSnapshot, ModelError> {
+            let permit = self
+                .gate
+                .acquire()
+                .await
+                .map_err(|e| ModelError::Unavailable(e.to_string()))?;
+            permit.forget();
+            self.queue
+                .lock()
+                .ok()
+                .and_then(|mut q| q.pop_front())
+                .ok_or(ModelError::NotFound)
+        }
+    }
+
+    /// LISTEN reference counts per channel.
+    #[derive(Default)]
+    struct Listens(StdMutex<HashMap<String, i64>>);
+
+    impl Listens {
+        fn count(&self, channel: &str) -> i64 {
+            self.0
+                .lock()
+                .map(|m| m.get(channel).copied().unwrap_or(0))
+                .unwrap_or(0)
+        }
+    }
+
+    impl Channels for Arc<Listens> {
+        async fn listen(&self, channel: &str) -> Result<(), String> {
+            *self
+                .0
+                .lock()
+                .map_err(|e| e.to_string())?
+                .entry(channel.to_owned())
+                .or_default() += 1;
+            Ok(())
+        }
+
+        fn unlisten(&self, channel: &str) {
+            if let Ok(mut m) = self.0.lock() {
+                *m.entry(channel.to_owned()).or_default() -= 1;
+            }
+        }
+    }
+
+    type Router = HallRouter<Arc<Halls>, Arc<Listens>>;
+
+    fn router() -> (Arc<Router>, Arc<Halls>, Arc<Listens>) {
+        let halls = Arc::new(Halls::default());
+        let listens = Arc::new(Listens::default());
+        let r = HallRouter::new(halls.clone(), listens.clone(), Arc::new(Metrics::default()));
+        (r, halls, listens)
+    }
+
+    /// Seats 1..=4, seat 1 held by user 9 when `held`.
+    fn snap(version: i64, held_by_9: bool) -> HallSnapshot {
+        HallSnapshot {
+            screening: SCREENING,
+            hall: HALL,
+            hall_name: "Saal 1".into(),
+            version,
+            prices: serde_json::json!({"standard": 1000}),
+            seats: (1..=4)
+                .map(|i| Seat {
+                    id: SeatId(i),
+                    row: "A".into(),
+                    number: i as i32,
+                    x: i as i32 - 1,
+                    y: 0,
+                    kind: "standard".into(),
+                    status: if held_by_9 && i == 1 {
+                        SeatStatus::Held
+                    } else {
+                        SeatStatus::Free
+                    },
+                    user: (held_by_9 && i == 1).then_some(UserId(9)),
+                })
+                .collect(),
+        }
+    }
+
+    fn change(version: i64, seat: i64, status: &str, user: Option<i64>) -> String {
+        let user = user.map_or("null".to_owned(), |u| u.to_string());
+        format!(r#"{{"s":7,"v":{version},"c":[[{seat},"{status}",{user}]]}}"#)
+    }
+
+    /// The frames queued so far: (type, data).
+    fn frames(q: &mut PeerQueue) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while let Ok(msg) = q.rx.try_recv() {
+            match msg {
+                Outbound::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                    out.push((
+                        v["type"].as_str().unwrap_or("").to_owned(),
+                        v["data"].clone(),
+                    ));
+                }
+                Outbound::Push { push, .. } => {
+                    let data = serde_json::from_str(&push.data).unwrap_or(Value::Null);
+                    out.push((push.kind.to_owned(), data));
+                }
+                Outbound::Close(_) => out.push(("close".into(), Value::Null)),
+            }
+        }
+        out
+    }
+
+    fn versions(frames: &[(String, Value)]) -> Vec<(String, i64)> {
+        frames
+            .iter()
+            .map(|(k, d)| (k.clone(), d["version"].as_i64().unwrap_or(-1)))
+            .collect()
+    }
+
+    /// Lets spawned tasks (subscribe, resync) run up to their next wait.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribe_buffers_changes_made_while_the_snapshot_is_read() {
+        let (r, halls, listens) = router();
+        let hub = Hub::default();
+        let (peer, mut q) = hub.register(64);
+        let task = {
+            let (r, peer) = (r.clone(), peer.clone());
+            tokio::spawn(async move { r.subscribe(&peer, None, "s1", SCREENING).await })
+        };
+        settle().await;
+        assert_eq!(
+            listens.count("hall_3"),
+            1,
+            "LISTEN before the snapshot is read"
+        );
+        // Committed while the snapshot is read: v5 is in the snapshot, v6 and v7 are not.
+        r.on_notification(&change(5, 2, "held", Some(1)), Instant::now());
+        r.on_notification(&change(6, 3, "held", Some(1)), Instant::now());
+        r.on_notification(&change(7, 3, "free", None), Instant::now());
+        halls.release(snap(5, false));
+        task.await.expect("join").expect("subscribed");
+        assert_eq!(
+            versions(&frames(&mut q)),
+            vec![
+                ("subscribe_hall".into(), 5),
+                ("hall_update".into(), 6),
+                ("hall_update".into(), 7)
+            ],
+            "the answer first, then exactly the changes above its version"
+        );
+        r.on_notification(&change(8, 4, "booked", Some(2)), Instant::now());
+        assert_eq!(versions(&frames(&mut q)), vec![("hall_update".into(), 8)]);
+        r.on_notification(&change(8, 4, "booked", Some(2)), Instant::now());
+        assert!(
+            frames(&mut q).is_empty(),
+            "a version seen before is not pushed twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_gap_resyncs_with_a_snapshot_then_continues() {
+        let (r, halls, _) = router();
+        let hub = Hub::default();
+        let (peer, mut q) = hub.register(64);
+        halls.release(snap(5, false));
+        r.subscribe(&peer, None, "s1", SCREENING)
+            .await
+            .expect("subscribed");
+        frames(&mut q);
+        // v6 went missing.
+        r.on_notification(&change(7, 2, "held", Some(1)), Instant::now());
+        settle().await;
+        assert!(frames(&mut q).is_empty(), "nothing is pushed past a gap");
+        r.on_notification(&change(8, 3, "held", Some(1)), Instant::now());
+        halls.release(snap(7, false));
+        settle().await;
+        assert_eq!(
+            versions(&frames(&mut q)),
+            vec![("hall_snapshot".into(), 7), ("hall_update".into(), 8)],
+            "a snapshot covers the gap, then the held changes above it follow"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_change_is_replaced_by_a_snapshot() {
+        let (r, halls, _) = router();
+        let hub = Hub::default();
+        let (peer, mut q) = hub.register(64);
+        halls.release(snap(5, false));
+        r.subscribe(&peer, None, "s1", SCREENING)
+            .await
+            .expect("subscribed");
+        frames(&mut q);
+        r.on_notification(r#"{"s":7,"v":6,"r":1}"#, Instant::now());
+        halls.release(snap(6, false));
+        settle().await;
+        assert_eq!(versions(&frames(&mut q)), vec![("hall_snapshot".into(), 6)]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_older_than_what_arrived_meanwhile_is_read_again() {
+        let (r, halls, _) = router();
+        let hub = Hub::default();
+        let (peer, mut q) = hub.register(64);
+        halls.release(snap(5, false));
+        r.subscribe(&peer, None, "s1", SCREENING)
+            .await
+            .expect("subscribed");
+        frames(&mut q);
+        r.resync_all();
+        settle().await;
+        // The snapshot read (v5) predates a resync notice at v6 that arrives while it is read.
+        r.on_notification(r#"{"s":7,"v":6,"r":1}"#, Instant::now());
+        halls.release(snap(5, false));
+        settle().await;
+        halls.release(snap(6, false));
+        settle().await;
+        let got = versions(&frames(&mut q));
+        assert_eq!(
+            got.last(),
+            Some(&("hall_snapshot".into(), 6)),
+            "the subscriber ends on the newer snapshot: {got:?}"
+        );
+        assert!(got.iter().all(|(k, _)| k == "hall_snapshot"), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_user_change_resends_the_hall_with_the_new_mine_marks() {
+        let (r, halls, _) = router();
+        let hub = Hub::default();
+        let (peer, mut q) = hub.register(64);
+        halls.release(snap(5, true));
+        r.subscribe(&peer, Some(UserId(9)), "s1", SCREENING)
+            .await
+            .expect("subscribed");
+        let first = frames(&mut q);
+        assert_eq!(
+            first[0].1["seats"][0]["mine"], true,
+            "user 9 sees its hold as mine"
+        );
+        r.on_notification(&change(6, 2, "held", Some(9)), Instant::now());
+        let update = frames(&mut q);
+        assert_eq!(
+            update[0].1["seats"][0]["mine"], true,
+            "and its new hold too"
+        );
+        // Logged out on this connection.
+        r.set_user(peer.id, None);
+        halls.release(snap(6, true));
+        settle().await;
+        let again = frames(&mut q);
+        assert_eq!(versions(&again), vec![("hall_snapshot".into(), 6)]);
+        assert_ne!(
+            again[0].1["seats"][0]["mine"], true,
+            "no seat is mine after logout"
+        );
+        r.on_notification(&change(7, 3, "held", Some(9)), Instant::now());
+        let after = frames(&mut q);
+        assert!(after[0].1["seats"][0].get("mine").is_none(), "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn listens_are_released_with_the_last_subscriber() {
+        let (r, halls, listens) = router();
+        let hub = Hub::default();
+        let (a, _qa) = hub.register(64);
+        let (b, _qb) = hub.register(64);
+        halls.release(snap(5, false));
+        halls.release(snap(5, false));
+        r.subscribe(&a, None, "a", SCREENING)
+            .await
+            .expect("a subscribed");
+        r.subscribe(&b, None, "b", SCREENING)
+            .await
+            .expect("b subscribed");
+        assert_eq!(listens.count("hall_3"), 2);
+        r.unsubscribe(a.id, SCREENING);
+        assert_eq!(listens.count("hall_3"), 1);
+        r.drop_connection(b.id);
+        assert_eq!(
+            listens.count("hall_3"),
+            0,
+            "every LISTEN reference is given back"
+        );
+        assert!(matches!(
+            r.subscribe(&a, None, "x", ScreeningId(99)).await,
+            Err(SubscriptionError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_subscribe_abandoned_while_reading_leaves_nothing_behind() {
+        let (r, _halls, listens) = router();
+        let hub = Hub::default();
+        let (peer, _q) = hub.register(64);
+        let task = {
+            let (r, peer) = (r.clone(), peer.clone());
+            tokio::spawn(async move { r.subscribe(&peer, None, "s1", SCREENING).await })
+        };
+        settle().await;
+        assert_eq!(listens.count("hall_3"), 1);
+        // The connection went away while the snapshot was being read.
+        task.abort();
+        let _ = task.await;
+        assert_eq!(
+            listens.count("hall_3"),
+            0,
+            "the pending LISTEN reference is released"
+        );
+        r.on_notification(&change(6, 2, "held", Some(1)), Instant::now());
     }
 }
