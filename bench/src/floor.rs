@@ -14,8 +14,14 @@
 //! (`synchronous_commit` off inside the function, as an ephemeral hold),
 //! `book` synchronously (a durable booking).
 //!
-//! It works in a schema of its own (`bench_floor`, dropped and created
-//! afresh every run) of the target's database and touches nothing else.
+//! It works in a database of its own on the target's cluster (`--database`,
+//! default `bench_floor`, created when missing), in a schema of its own
+//! (`bench_floor`, dropped and created afresh every run), and touches
+//! nothing else. A database of its own because NOTIFY channels are per
+//! database: in Marquee's database the server's listener, which LISTENs on
+//! `hall_<id>` for the halls it serves, would receive the floor's
+//! notifications too (costing PostgreSQL a second delivery per change, and
+//! feeding the server changes of halls that are not Marquee's).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures_util::future::poll_fn;
 use serde_json::json;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{AsyncMessage, Config, NoTls};
 
 use crate::fanout::cpu_pct;
 use crate::fixtures;
@@ -59,6 +65,10 @@ pub struct Args {
     /// before it starts).
     #[arg(long, default_value_t = 1)]
     pub warmup: u64,
+    /// The database the floor works in (on DATABASE_URL's cluster; created
+    /// when missing, which needs the CREATEDB privilege).
+    #[arg(long, default_value = "bench_floor")]
+    pub database: String,
     /// The scenario this floor is measured beside (stored in the JSON line;
     /// `bench report` pairs a scenario with the floor lines that follow it).
     #[arg(long, default_value = "")]
@@ -101,8 +111,26 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     if a.clients == 0 || a.screenings == 0 || a.duration == 0 {
         bail!("need clients, screenings and a duration");
     }
-    let url = t.db()?;
-    let db = fixtures::connect(url).await?;
+    let mut cfg: Config = t.db()?.parse().context("DATABASE_URL")?;
+    let target = fixtures::connect(t.db()?).await?;
+    let exists = fixtures::column(
+        &target,
+        &format!(
+            "SELECT 1 FROM pg_database WHERE datname = {}",
+            fixtures::lit(&a.database)
+        ),
+    )
+    .await?;
+    if exists.is_empty() {
+        let name = a.database.replace('"', "\"\"");
+        target
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .with_context(|| format!("create the database {}", a.database))?;
+    }
+    drop(target);
+    cfg.dbname(&a.database);
+    let db = connect(&cfg, "the floor's database").await?;
     // floor.sh's 400 seats per screening, more when the clients need them.
     let seats = a.clients.div_ceil(a.screenings).max(400);
     db.batch_execute(&setup_sql(a.screenings, seats))
@@ -126,22 +154,34 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         Mode::Both => &[false, true],
     };
     for &durable in modes {
-        measure(t, a, url, &probe, durable).await?;
+        measure(t, a, &cfg, &probe, durable).await?;
     }
     Ok(())
 }
 
 /// One mode: clients and the listener for warmup + duration seconds.
-async fn measure(t: &Target, a: &Args, url: &str, probe: &Probe, durable: bool) -> Result<()> {
+/// A connection whose messages are handled in the background.
+async fn connect(cfg: &Config, what: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .with_context(|| format!("connect {what}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            eprintln!("bench floor: connection: {e}");
+        }
+    });
+    Ok(client)
+}
+
+async fn measure(t: &Target, a: &Args, cfg: &Config, probe: &Probe, durable: bool) -> Result<()> {
     let mode = if durable { "book" } else { "hold" };
     eprintln!(
         "floor {mode}: {} clients, {} screenings, {} s …",
         a.clients, a.screenings, a.duration
     );
     let received = Arc::new(AtomicU64::new(0));
-    let (listener, mut lconn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connect the listener")?;
+    let (listener, mut lconn) = cfg.connect(NoTls).await.context("connect the listener")?;
     let count = received.clone();
     // The connection is driven here, not by `conn.await`: only
     // poll_message hands out the notifications.
@@ -164,14 +204,7 @@ async fn measure(t: &Target, a: &Args, url: &str, probe: &Probe, durable: bool) 
 
     let mut clients = Vec::with_capacity(a.clients);
     for c in 0..a.clients {
-        let (client, conn) = tokio_postgres::connect(url, NoTls)
-            .await
-            .with_context(|| format!("connect client {c}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                eprintln!("bench floor: client connection: {e}");
-            }
-        });
+        let client = connect(cfg, &format!("client {c}")).await?;
         let stmt = client
             .prepare("SELECT bench_floor.change($1, $2, $3, $4)")
             .await
@@ -239,6 +272,7 @@ async fn measure(t: &Target, a: &Args, url: &str, probe: &Probe, durable: bool) 
     let summary = json!({
         "scenario": "floor",
         "label": t.label,
+        "database": a.database,
         "beside": a.beside,
         "mode": mode,
         "clients": a.clients,
