@@ -123,18 +123,19 @@ pub fn markdown(lines: &[Value]) -> String {
         out.push('\n');
     }
     if of("rush").next().is_some() {
-        out.push_str("### rush\n\n| label | pattern | users | screenings | committed changes/s | attempts/s | errors | pgbench best changes/s (clients) | ratio | rtt p50 / p99 ms | change → sub p99 ms | server µs/change | CPU % server / pg / bench / other | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("### rush\n\n| label | pattern | users | screenings | committed changes/s | synchronous share | attempts/s | errors | pgbench best changes/s (clients) | ratio | rtt p50 / p99 ms | change → sub p99 ms | server µs/change | CPU % server / pg / bench / other | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for l in of("rush") {
             let best_clients = best_clients(&l["pgbench"]);
             let _ =
                 writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} / {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} / {} | {} | {} | {} | {} |",
                 l["label"].as_str().unwrap_or(""),
                 l["pattern"].as_str().unwrap_or(""),
                 l["users"],
                 l["screenings"],
                 f(&l["committed_changes_per_s"], 0),
+                pct(&l["sync_share"]),
                 f(&l["attempts_per_s"], 0),
                 errors(&l["errors"]),
                 f(&l["pgbench_best_changes_per_s"], 0),
@@ -505,7 +506,7 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
         let ratios: Vec<f64> = r.runs.iter().filter_map(|x| x.2).collect();
         let (v, q) = (median(&values), median(&ratios));
         let num = |x: Option<f64>| match x {
-            Some(x) if x.abs() >= 1000.0 => format!("{}{}", big(x), r.unit),
+            Some(x) if x.abs() >= 100.0 => format!("{}{}", big(x), r.unit),
             Some(x) => format!("{x:.2}{}", r.unit),
             None => "n/a".into(),
         };
@@ -716,14 +717,11 @@ mod tests {
         // Floor pair 1 / (1/4000 + 1/2000) = 1,333/s; 500 is 38 %.
         let row = md.lines().find(|l| l.contains("durable bookings")).unwrap();
         assert!(
-            row.contains("| 1 | 500.00/s | 1,333/s | 38 % | **no** |"),
+            row.contains("| 1 | 500/s | 1,333/s | 38 % | **no** |"),
             "{row}"
         );
         // 1,200 µs against 300 + 500: 1.5 × the pair, within 2 ×.
         let row = md.lines().find(|l| l.contains("CPU per booking")).unwrap();
-        assert!(
-            row.contains("| 1,200 µs | 800.00 µs | 150 % | yes |"),
-            "{row}"
-        );
+        assert!(row.contains("| 1,200 µs | 800 µs | 150 % | yes |"), "{row}");
     }
 }
