@@ -312,6 +312,8 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
         p.line["scenario"] == "rush"
             && p.line["pattern"] == "own"
             && p.line["sync_share"].as_f64().unwrap_or(0.0) > 0.0
+            && p.hold.is_some()
+            && p.book.is_some()
     }) {
         let (Some(v), Some(a), Some(s)) = (
             p.line["committed_changes_per_s"].as_f64(),
@@ -379,7 +381,7 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
     };
     for p in paired
         .iter()
-        .filter(|p| p.line["scenario"] == "book" && (p.hold.is_some() || p.book.is_some()))
+        .filter(|p| p.line["scenario"] == "book" && p.hold.is_some() && p.book.is_some())
     {
         if let Some(v) = p.line["bookings_per_s"].as_f64() {
             let floor = match (p.floor("hold", "tps"), p.floor("book", "tps")) {
@@ -692,7 +694,14 @@ mod tests {
         let floor = |mode: &str, tps: f64, cpu: f64| json!({"scenario": "floor", "mode": mode, "tps": tps, "pg_cpu_us_per_tx": cpu});
         let book = json!({"scenario": "book", "bookings_per_s": 500.0,
                           "postgres_cpu_us_per_booking": 1200.0});
+        let fanout = json!({"scenario": "fanout", "halls": 10, "subs_per_hall": 100,
+                            "target_changes_per_s": 200, "pushes_per_s": 20000.0, "duration_s": 10.0,
+                            "latency_ms": {"p99": 4.5},
+                            "cpu": {"server_s": 0.6, "server_sys_s": 0.2}});
         let lines = vec![
+            fanout,
+            // A rush without a floor after it is no run of the targets.
+            rush(99.0),
             rush(1000.0),
             floor("hold", 4000.0, 300.0),
             floor("book", 2000.0, 500.0),
@@ -708,6 +717,12 @@ mod tests {
         ];
         let md = targets(&lines, Some("commit: abc1234"));
         assert!(md.contains("commit: abc1234"), "{md}");
+        // 0.4 s of user time for 200,000 pushes; 0.2 s in the kernel.
+        let row = md.lines().find(|l| l.contains("per push")).unwrap();
+        assert!(row.contains("| 1 | 2.00 µs |"), "{row}");
+        assert!(row.contains("kernel time beside it: 1.00 µs"), "{row}");
+        let row = md.lines().find(|l| l.contains("p99 at 200")).unwrap();
+        assert!(row.contains("| 1 | 4.50 ms |"), "{row}");
         // Blended floors 3,279, 6,557, 1,639: ratios 30 %, 30 %, 92 %.
         let row = md.lines().find(|l| l.contains("rush own seats")).unwrap();
         assert!(
