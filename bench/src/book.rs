@@ -179,6 +179,9 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         "users": a.users,
         "screenings": lanes,
         "bookings_per_s": round1(per_s),
+        // Two requests per booking, at most `conn_rate` a second per socket.
+        "request_ceiling_bookings_per_s": round1(a.users as f64 * t.conn_rate / 2.0),
+        "conn_rate": t.conn_rate,
         "errors": all.errors,
         "hold_rtt_ms": hold,
         "book_rtt_ms": book,

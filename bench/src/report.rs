@@ -308,6 +308,7 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
         note: String::new(),
     };
     let mut shares = Vec::new();
+    let mut ceilings = Vec::new();
     for p in paired.iter().filter(|p| {
         p.line["scenario"] == "rush"
             && p.line["pattern"] == "own"
@@ -329,9 +330,17 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
         r.runs.push((v, floor, floor.map(|f| v / f)));
         r.other.push(other(p.line));
         shares.push(s);
+        ceilings.extend(p.line["request_ceiling_per_s"].as_f64());
     }
     if let Some(s) = median(&shares) {
         r.note = format!("synchronous share s = {:.1} % (median)", s * 100.0);
+    }
+    if let Some(c) = median(&ceilings) {
+        let _ = write!(
+            r.note,
+            "; the clients' ceiling (users × requests/s per socket): {}/s",
+            big(c)
+        );
     }
     rows.push(r);
 
@@ -379,10 +388,12 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
         other: Vec::new(),
         note: String::new(),
     };
+    let mut ceilings = Vec::new();
     for p in paired
         .iter()
         .filter(|p| p.line["scenario"] == "book" && p.hold.is_some() && p.book.is_some())
     {
+        ceilings.extend(p.line["request_ceiling_bookings_per_s"].as_f64());
         if let Some(v) = p.line["bookings_per_s"].as_f64() {
             let floor = match (p.floor("hold", "tps"), p.floor("book", "tps")) {
                 (Some(h), Some(b)) if h > 0.0 && b > 0.0 => Some(1.0 / (1.0 / h + 1.0 / b)),
@@ -402,6 +413,12 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
             cpu.runs.push((v, floor, floor.map(|f| v / f)));
             cpu.other.push(other(p.line));
         }
+    }
+    if let Some(c) = median(&ceilings) {
+        rate.note = format!(
+            "the clients' ceiling (users × requests/s per socket ÷ 2): {}/s",
+            big(c)
+        );
     }
     rows.push(rate);
     rows.push(cpu);

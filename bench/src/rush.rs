@@ -418,6 +418,10 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         "screenings": a.screenings,
         "subs_per_screening": a.subs,
         "committed_changes_per_s": round1(committed_per_s),
+        // One request in flight per socket, at most `conn_rate` a second:
+        // the most this scenario can ask of any server.
+        "request_ceiling_per_s": round1(a.users as f64 * t.conn_rate),
+        "conn_rate": t.conn_rate,
         "mix": {"hold": holds, "release": releases, "book": books, "cancel": cancels},
         "async_share": round3(1.0 - sync_share),
         "sync_share": round3(sync_share),
