@@ -159,7 +159,6 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     Ok(())
 }
 
-/// One mode: clients and the listener for warmup + duration seconds.
 /// A connection whose messages are handled in the background.
 async fn connect(cfg: &Config, what: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) = cfg
@@ -174,6 +173,7 @@ async fn connect(cfg: &Config, what: &str) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// One mode: clients and the listener for warmup + duration seconds.
 async fn measure(t: &Target, a: &Args, cfg: &Config, probe: &Probe, durable: bool) -> Result<()> {
     let mode = if durable { "book" } else { "hold" };
     eprintln!(
