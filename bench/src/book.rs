@@ -67,7 +67,9 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     let per_user = ((a.warmup + a.duration + 2) as f64 * t.conn_rate / 2.0).ceil() as usize;
     let screenings_needed = per_user.div_ceil(PER_SCREENING) + 1;
     let lanes = a.screenings;
-    let rows = (a.users.div_ceil(lanes) * PER_SCREENING).div_ceil(25) as u32;
+    // Every seat a user books two seats apart from the next (see
+    // fixtures::seat_apart), so no hold is refused by the no-orphan rule.
+    let rows = fixtures::rows_apart(a.users.div_ceil(lanes) * PER_SCREENING);
     eprintln!(
         "book {run}: {} users over {lanes} hall(s), {} screenings of {} seats each",
         a.users,
@@ -266,7 +268,7 @@ async fn book_loop(
     let mut k = 0usize;
     'outer: while next < end && k / PER_SCREENING < ids.len() {
         let s = k / PER_SCREENING;
-        let seat = &seats[s][u * PER_SCREENING + k % PER_SCREENING];
+        let seat = &seats[s][fixtures::seat_apart(u * PER_SCREENING + k % PER_SCREENING)];
         k += 1;
         let data = json!({"screening_id": ids[s], "seat_ids": [seat]});
         // One booking (two requests, back to back) per two request slots.

@@ -162,9 +162,15 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         Pattern::Own => per_screening,
         Pattern::Race => per_screening * a.hold_max * 2,
     };
-    let rows = a.rows.unwrap_or(pool_size.div_ceil(25).max(4) as u32);
-    if (rows as usize) * 25 < pool_size {
-        bail!("{pool_size} seats needed per screening: raise --rows");
+    // own: each user's seat two seats apart from the next (see
+    // fixtures::seat_apart); race: a contiguous pool, refusals are its point.
+    let rows_needed = match a.pattern {
+        Pattern::Own => fixtures::rows_apart(pool_size),
+        Pattern::Race => pool_size.div_ceil(25) as u32,
+    };
+    let rows = a.rows.unwrap_or(rows_needed.max(4));
+    if rows < rows_needed {
+        bail!("{rows_needed} rows needed per screening: raise --rows");
     }
     eprintln!(
         "rush {run}: {} users, {} screening(s), pattern {:?}, {} subscribers per screening",
@@ -208,7 +214,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             screening_id: screenings[s].id.clone(),
             seats: screenings[s].seats.clone(),
             pool: match a.pattern {
-                Pattern::Own => vec![slot],
+                Pattern::Own => vec![fixtures::seat_apart(slot as usize) as u32],
                 Pattern::Race => (0..pool_size as u32).collect(),
             },
         };
