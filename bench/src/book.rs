@@ -71,7 +71,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     // fixtures::seat_apart), so no hold is refused by the no-orphan rule.
     let rows = fixtures::rows_apart(a.users.div_ceil(lanes) * PER_SCREENING);
     eprintln!(
-        "book {run}: {} users over {lanes} hall(s), {} screenings of {} seats each",
+        "book {run}: {} users over {lanes} hall(s), {} screenings a hall, {} seats each",
         a.users,
         screenings_needed,
         rows * 25
