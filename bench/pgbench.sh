@@ -20,6 +20,9 @@
 #            then the next screening.
 #   session  api.session_user(uuid): the token/revocation lookup a
 #            logged-in connect makes.
+# Seats given to clients are every third seat of a row (0, 3, …, 24), as in
+# `bench` (src/fixtures.rs, seat_apart): two free seats between any two
+# clients' seats, so the no-orphan rule never refuses a hold.
 #
 # It creates its own cinema, halls, screenings (admin.*) and users
 # (api.auth_register with a dummy secret: they never log in) in the target
@@ -66,10 +69,10 @@ trap 'rm -rf "$WORK"' EXIT
 case "$WORKLOAD" in
   hold)
     NHALLS=$SCREENINGS; PER_HALL=1
-    SPH=$(( (CLIENTS + SCREENINGS - 1) / SCREENINGS )) ;;
+    SPH=$(( ( (CLIENTS + SCREENINGS - 1) / SCREENINGS + 8) / 9 * 25 )) ;;
   book)
     NHALLS=1
-    SPH=$(( CLIENTS * 10 ))
+    SPH=$(( (CLIENTS * 10 + 8) / 9 * 25 ))
     PER_HALL=$(( MAX_BOOK_TPS * (DURATION + 5) / (CLIENTS * 10) + 2 )) ;;
   session)
     NHALLS=1; PER_HALL=1; SPH=1 ;;
@@ -115,7 +118,8 @@ case "$WORKLOAD" in
 \set uid :ubase + :client_id
 \set h :client_id % :nscr
 \set sid :sbase + :h
-\set seat :seatbase + :h * :sph + :client_id / :nscr
+\set k :client_id / :nscr
+\set seat :seatbase + :h * :sph + (:k / 9) * 25 + (:k % 9) * 3
 SELECT * FROM api.hold_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 SELECT * FROM api.release_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 EOF
@@ -124,7 +128,8 @@ EOF
 \set uid :ubase + :client_id
 \set n :n + 1
 \set sid :sbase + ((:n - 1) / 10) % :nscr
-\set seat :seatbase + :client_id * 10 + (:n - 1) % 10
+\set k :client_id * 10 + (:n - 1) % 10
+\set seat :seatbase + (:k / 9) * 25 + (:k % 9) * 3
 SELECT * FROM api.hold_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 SELECT * FROM api.book_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 EOF
