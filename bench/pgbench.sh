@@ -28,7 +28,10 @@
 # (api.auth_register with a dummy secret: they never log in) in the target
 # database and leaves them there (a throw-away benchmark database is
 # assumed). The last line of output is one JSON object; the pgbench report
-# goes to stderr.
+# goes to stderr. When the database's cluster runs on this machine (its
+# postmaster.pid readable), the JSON line also gives PostgreSQL's CPU per
+# pgbench transaction and per seat change or booking (the postmaster, its
+# children and its reaped children, from /proc, over the pgbench run).
 set -euo pipefail
 
 DB="${DATABASE_URL:-}"
@@ -141,6 +144,19 @@ EOF
 esac
 
 if [ "$WORKLOAD" = book ]; then NSCR=$PER_HALL; else NSCR=$SCREENINGS; fi
+# CPU ticks of the whole cluster: postmaster (with reaped children), live
+# children. Empty when the postmaster is not visible from here.
+PM=$(head -n 1 "$(psql -X -At -d "$DB" -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null || true)
+cluster_ticks() {
+  [ -n "$PM" ] && [ -r "/proc/$PM/stat" ] || return 0
+  local t p
+  t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$PM/stat")
+  for p in $(pgrep -P "$PM"); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+T0=$(cluster_ticks)
 set +e
 pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -f "$WORK/script.sql" \
   -D ubase="$UBASE" -D sbase="$SBASE" -D seatbase="$SEATBASE" -D sph="$SPH" \
@@ -148,6 +164,7 @@ pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -f "$WORK/scri
   "$DB" >"$WORK/out" 2>&1
 STATUS=$?
 set -e
+T1=$(cluster_ticks)
 cat "$WORK/out" >&2
 
 TPS=$(awk '/^tps = / {print $3; exit}' "$WORK/out")
@@ -156,11 +173,19 @@ FAILED=$(awk '/^number of failed transactions:/ {print $5; exit}' "$WORK/out")
 ABORTED=$(grep -c 'aborted in command' "$WORK/out" || true)
 [ -n "$TPS" ] || TPS=0
 case "$WORKLOAD" in
-  hold) RATE_NAME=changes_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", 2 * t}') ;;
-  book) RATE_NAME=bookings_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
-  session) RATE_NAME=lookups_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
+  hold) UNIT=change; RATE_NAME=changes_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", 2 * t}') ;;
+  book) UNIT=booking; RATE_NAME=bookings_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
+  session) UNIT=lookup; RATE_NAME=lookups_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
 esac
-printf '{"tool":"pgbench","workload":"%s","clients":%s,"threads":%s,"screenings":%s,"seats_per_hall":%s,"duration_s":%s,"tps":%s,"%s":%s,"rate":%s,"latency_ms_avg":%s,"failed":%s,"aborted_clients":%s,"exit_status":%s,"server_version":"%s"}\n' \
+TXS=$(awk '/number of transactions actually processed/ {split($0, a, ": "); split(a[2], b, "/"); print b[1]; exit}' "$WORK/out")
+CPU_TX=null
+CPU_UNIT=null
+if [ -n "$T0" ] && [ -n "$T1" ] && [ -n "$TXS" ] && [ "$TXS" -gt 0 ]; then
+  CPU_TX=$(awk -v d=$((T1 - T0)) -v hz="$(getconf CLK_TCK)" -v n="$TXS" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+  # hold: two seat changes per transaction.
+  if [ "$WORKLOAD" = hold ]; then CPU_UNIT=$(awk -v c="$CPU_TX" 'BEGIN {printf "%.1f", c / 2}'); else CPU_UNIT=$CPU_TX; fi
+fi
+printf '{"tool":"pgbench","workload":"%s","clients":%s,"threads":%s,"screenings":%s,"seats_per_hall":%s,"duration_s":%s,"tps":%s,"%s":%s,"rate":%s,"latency_ms_avg":%s,"failed":%s,"aborted_clients":%s,"exit_status":%s,"pg_cpu_us_per_tx":%s,"pg_cpu_us_per_%s":%s,"server_version":"%s"}\n' \
   "$WORKLOAD" "$CLIENTS" "$THREADS" "$SCREENINGS" "$SPH" "$DURATION" "$TPS" "$RATE_NAME" "$RATE" "$RATE" \
-  "${LAT:-null}" "${FAILED:-null}" "$ABORTED" "$STATUS" "$PGVERSION"
+  "${LAT:-null}" "${FAILED:-null}" "$ABORTED" "$STATUS" "$CPU_TX" "$UNIT" "$CPU_UNIT" "$PGVERSION"
 [ "$STATUS" -eq 0 ] && [ "$ABORTED" -eq 0 ]
