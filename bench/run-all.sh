@@ -73,6 +73,28 @@ b() {
   tail -n 1 "$RES" | cut -c1-200
 }
 
+# The box office's no-orphan check on every hold, off then on, in pgbench
+# (Marquee's own hold and release calls, no server), when the database has
+# the rule (admin.set_orphan_rule): its PostgreSQL CPU with the rule on over
+# with it off. Leaves the rule on, its default.
+orphan_rule() {
+  local rule
+  psql -X -At -d "$DATABASE_URL" -c "SELECT to_regprocedure('admin.set_orphan_rule(boolean)') IS NOT NULL" | grep -q t || return 0
+  for rule in off on; do
+    echo "+ pgbench.sh hold, orphan rule $rule $*" | tee -a "$LOG"
+    psql -X -q -d "$DATABASE_URL" -c "SELECT admin.set_orphan_rule($([ "$rule" = on ] && echo true || echo false))" >/dev/null
+    if bash bench/pgbench.sh --db "$DATABASE_URL" --workload hold "$@" 2>>"$LOG" >"$OUT/pgbench.json"; then
+      tail -n 1 "$OUT/pgbench.json" |
+        sed "s/^{/{\"scenario\":\"orphan_rule\",\"orphan_rule\":\"$rule\",/" >>"$RES"
+      tail -n 1 "$RES" | cut -c1-200
+    else
+      echo "pgbench.sh failed with the orphan rule $rule (see $LOG)" | tee -a "$LOG"
+    fi
+  done
+  rm -f "$OUT/pgbench.json"
+  psql -X -q -d "$DATABASE_URL" -c "SELECT admin.set_orphan_rule(true)" >/dev/null
+}
+
 for r in $(seq 1 "$RUNS"); do
   L="${LABEL:+$LABEL, }run $r/$RUNS"
   echo "== $L" | tee -a "$LOG"
@@ -86,6 +108,7 @@ for r in $(seq 1 "$RUNS"); do
     b floor "${F[@]}" --mode hold --beside rush-holds
     b book --users 10 --screenings 2 --duration 3 --warmup 1 --no-pgbench
     b floor "${F[@]}" --beside book
+    orphan_rule --clients 10 --screenings 2 --duration 3
   else
     # idle first: its RSS figure needs a server that has not yet freed (and
     # so kept for reuse) the memory of earlier sockets; later runs show the
@@ -109,6 +132,8 @@ for r in $(seq 1 "$RUNS"); do
     # Durable bookings: 50 users over 10 screenings, hold then book.
     b book "${R[@]}"
     b floor "${F[@]}" --beside book
+    # The orphan check's cost, same users and screenings.
+    orphan_rule --clients 50 --screenings 10 --duration 20
   fi
 done
 if [ "${EXTRA:-}" = 1 ] && [ "${QUICK:-}" != 1 ]; then

@@ -512,6 +512,40 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
     rows.push(rss);
     rows.push(connects);
 
+    // The no-orphan check: pgbench hold (hold + release of one's own seat)
+    // with the rule off, then on, in the same run.
+    let mut orphan = TargetRow {
+        what: "no-orphan check: PostgreSQL CPU per hold + release (pgbench), rule on vs off",
+        target: "≤ 1.15 × per hold with the rule off",
+        unit: " µs",
+        runs: Vec::new(),
+        met: |_, q| q.is_some_and(|q| q <= 1.15),
+        other: Vec::new(),
+        note: String::new(),
+    };
+    let mut extra = Vec::new();
+    let mut off: Option<f64> = None;
+    for l in lines.iter().filter(|l| l["scenario"] == "orphan_rule") {
+        let cpu = l["pg_cpu_us_per_tx"].as_f64();
+        match l["orphan_rule"].as_str() {
+            Some("off") => off = cpu,
+            Some("on") => {
+                if let (Some(on), Some(o)) = (cpu, off.take()) {
+                    orphan.runs.push((on, Some(o), Some(on / o)));
+                    extra.push(on - o);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(e) = median(&extra) {
+        orphan.note = format!(
+            "the ratio is per hold + release pair (the check runs on the hold only): \
+             {e:.0} µs more per hold (median)"
+        );
+    }
+    rows.push(orphan);
+
     let mut out = String::from("### targets (issue 10)\n\n");
     if let Some(m) = machine {
         out.push_str("```\n");
@@ -732,7 +766,21 @@ mod tests {
             floor("hold", 4000.0, 300.0),
             floor("book", 2000.0, 500.0),
         ];
+        let orphan = |rule: &str, cpu: f64| json!({"scenario": "orphan_rule", "orphan_rule": rule, "pg_cpu_us_per_tx": cpu});
+        let mut lines = lines;
+        // An "on" line without its "off" line before it is no pair.
+        lines.extend([
+            orphan("on", 5000.0),
+            orphan("off", 2000.0),
+            orphan("on", 2200.0),
+        ]);
         let md = targets(&lines, Some("commit: abc1234"));
+        let row = md.lines().find(|l| l.contains("no-orphan")).unwrap();
+        assert!(
+            row.contains("| 1 | 2,200 µs | 2,000 µs | 110 % | yes |"),
+            "{row}"
+        );
+        assert!(row.contains("200 µs more per hold"), "{row}");
         assert!(md.contains("commit: abc1234"), "{md}");
         // 0.4 s of user time for 200,000 pushes; 0.2 s in the kernel.
         let row = md.lines().find(|l| l.contains("per push")).unwrap();
