@@ -31,7 +31,11 @@
 # goes to stderr. When the database's cluster runs on this machine (its
 # postmaster.pid readable), the JSON line also gives PostgreSQL's CPU per
 # pgbench transaction and per seat change or booking (the postmaster, its
-# children and its reaped children, from /proc, over the pgbench run).
+# children and its reaped children, from /proc, over the pgbench run); for
+# the hold workload also over a steady window that leaves out the first and
+# last fifth of the run (connection start-up, plan caching, the last calls),
+# counting the changes exactly from the screenings' versions
+# (`changes_per_s_steady`, `pg_cpu_us_per_change_steady`).
 set -euo pipefail
 
 DB="${DATABASE_URL:-}"
@@ -156,12 +160,30 @@ cluster_ticks() {
   done
   echo "$t"
 }
+versions() {
+  psql -X -At -d "$DB" -c "SELECT sum(version) FROM screenings WHERE id BETWEEN $SBASE AND $SBASE + $NSCR - 1"
+}
 T0=$(cluster_ticks)
 set +e
 pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -f "$WORK/script.sql" \
   -D ubase="$UBASE" -D sbase="$SBASE" -D seatbase="$SEATBASE" -D sph="$SPH" \
   -D nscr="$NSCR" -D n=0 -D sess="$SESSION" \
-  "$DB" >"$WORK/out" 2>&1
+  "$DB" >"$WORK/out" 2>&1 &
+PGB=$!
+STEADY_RATE=null
+STEADY_CPU=null
+if [ "$WORKLOAD" = hold ] && [ -n "$T0" ]; then
+  W=$(awk -v d="$DURATION" 'BEGIN {printf "%.2f", d / 5}')
+  sleep "$W"
+  S0=$(cluster_ticks); V0=$(versions); W0=$(date +%s.%N)
+  sleep "$(awk -v d="$DURATION" -v w="$W" 'BEGIN {printf "%.2f", d - 2 * w}')"
+  S1=$(cluster_ticks); V1=$(versions); W1=$(date +%s.%N)
+  if [ -n "$V0" ] && [ -n "$V1" ] && [ "$V1" -gt "$V0" ]; then
+    STEADY_RATE=$(awk -v n=$((V1 - V0)) -v a="$W0" -v b="$W1" 'BEGIN {printf "%.1f", n / (b - a)}')
+    STEADY_CPU=$(awk -v d=$((S1 - S0)) -v hz="$(getconf CLK_TCK)" -v n=$((V1 - V0)) 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+  fi
+fi
+wait "$PGB"
 STATUS=$?
 set -e
 T1=$(cluster_ticks)
@@ -185,7 +207,7 @@ if [ -n "$T0" ] && [ -n "$T1" ] && [ -n "$TXS" ] && [ "$TXS" -gt 0 ]; then
   # hold: two seat changes per transaction.
   if [ "$WORKLOAD" = hold ]; then CPU_UNIT=$(awk -v c="$CPU_TX" 'BEGIN {printf "%.1f", c / 2}'); else CPU_UNIT=$CPU_TX; fi
 fi
-printf '{"tool":"pgbench","workload":"%s","clients":%s,"threads":%s,"screenings":%s,"seats_per_hall":%s,"duration_s":%s,"tps":%s,"%s":%s,"rate":%s,"latency_ms_avg":%s,"failed":%s,"aborted_clients":%s,"exit_status":%s,"pg_cpu_us_per_tx":%s,"pg_cpu_us_per_%s":%s,"server_version":"%s"}\n' \
+printf '{"tool":"pgbench","workload":"%s","clients":%s,"threads":%s,"screenings":%s,"seats_per_hall":%s,"duration_s":%s,"tps":%s,"%s":%s,"rate":%s,"latency_ms_avg":%s,"failed":%s,"aborted_clients":%s,"exit_status":%s,"pg_cpu_us_per_tx":%s,"pg_cpu_us_per_%s":%s,"changes_per_s_steady":%s,"pg_cpu_us_per_change_steady":%s,"server_version":"%s"}\n' \
   "$WORKLOAD" "$CLIENTS" "$THREADS" "$SCREENINGS" "$SPH" "$DURATION" "$TPS" "$RATE_NAME" "$RATE" "$RATE" \
-  "${LAT:-null}" "${FAILED:-null}" "$ABORTED" "$STATUS" "$CPU_TX" "$UNIT" "$CPU_UNIT" "$PGVERSION"
+  "${LAT:-null}" "${FAILED:-null}" "$ABORTED" "$STATUS" "$CPU_TX" "$UNIT" "$CPU_UNIT" "$STEADY_RATE" "$STEADY_CPU" "$PGVERSION"
 [ "$STATUS" -eq 0 ] && [ "$ABORTED" -eq 0 ]
