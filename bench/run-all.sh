@@ -82,7 +82,8 @@ orphan_rule() {
   psql -X -At -d "$DATABASE_URL" -c "SELECT to_regprocedure('admin.set_orphan_rule(boolean)') IS NOT NULL" | grep -q t || return 0
   for rule in off on; do
     echo "+ pgbench.sh hold, orphan rule $rule $*" | tee -a "$LOG"
-    psql -X -q -d "$DATABASE_URL" -c "SELECT admin.set_orphan_rule($([ "$rule" = on ] && echo true || echo false))" >/dev/null
+    psql -X -q -d "$DATABASE_URL" -c "SELECT admin.set_orphan_rule($([ "$rule" = on ] && echo true || echo false))" >/dev/null ||
+      { echo "admin.set_orphan_rule failed: no orphan-rule figures" | tee -a "$LOG"; break; }
     if bash bench/pgbench.sh --db "$DATABASE_URL" --workload hold "$@" 2>>"$LOG" >"$OUT/pgbench.json"; then
       tail -n 1 "$OUT/pgbench.json" |
         sed "s/^{/{\"scenario\":\"orphan_rule\",\"orphan_rule\":\"$rule\",/" >>"$RES"
@@ -92,7 +93,7 @@ orphan_rule() {
     fi
   done
   rm -f "$OUT/pgbench.json"
-  psql -X -q -d "$DATABASE_URL" -c "SELECT admin.set_orphan_rule(true)" >/dev/null
+  psql -X -q -d "$DATABASE_URL" -c "SELECT admin.set_orphan_rule(true)" >/dev/null || true
 }
 
 for r in $(seq 1 "$RUNS"); do
