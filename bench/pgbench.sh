@@ -20,12 +20,22 @@
 #            then the next screening.
 #   session  api.session_user(uuid): the token/revocation lookup a
 #            logged-in connect makes.
+# Seats given to clients are every third seat of a row (0, 3, …, 24), as in
+# `bench` (src/fixtures.rs, seat_apart): two free seats between any two
+# clients' seats, so the no-orphan rule never refuses a hold.
 #
 # It creates its own cinema, halls, screenings (admin.*) and users
 # (api.auth_register with a dummy secret: they never log in) in the target
 # database and leaves them there (a throw-away benchmark database is
 # assumed). The last line of output is one JSON object; the pgbench report
-# goes to stderr.
+# goes to stderr. When the database's cluster runs on this machine (its
+# postmaster.pid readable), the JSON line also gives PostgreSQL's CPU per
+# pgbench transaction and per seat change or booking (the postmaster, its
+# children and its reaped children, from /proc, over the pgbench run); for
+# the hold workload also over a steady window that leaves out the first and
+# last fifth of the run (connection start-up, plan caching, the last calls),
+# counting the changes exactly from the screenings' versions
+# (`changes_per_s_steady`, `pg_cpu_us_per_change_steady`).
 set -euo pipefail
 
 DB="${DATABASE_URL:-}"
@@ -66,10 +76,10 @@ trap 'rm -rf "$WORK"' EXIT
 case "$WORKLOAD" in
   hold)
     NHALLS=$SCREENINGS; PER_HALL=1
-    SPH=$(( (CLIENTS + SCREENINGS - 1) / SCREENINGS )) ;;
+    SPH=$(( ( (CLIENTS + SCREENINGS - 1) / SCREENINGS + 8) / 9 * 25 )) ;;
   book)
     NHALLS=1
-    SPH=$(( CLIENTS * 10 ))
+    SPH=$(( (CLIENTS * 10 + 8) / 9 * 25 ))
     PER_HALL=$(( MAX_BOOK_TPS * (DURATION + 5) / (CLIENTS * 10) + 2 )) ;;
   session)
     NHALLS=1; PER_HALL=1; SPH=1 ;;
@@ -115,7 +125,8 @@ case "$WORKLOAD" in
 \set uid :ubase + :client_id
 \set h :client_id % :nscr
 \set sid :sbase + :h
-\set seat :seatbase + :h * :sph + :client_id / :nscr
+\set k :client_id / :nscr
+\set seat :seatbase + :h * :sph + (:k / 9) * 25 + (:k % 9) * 3
 SELECT * FROM api.hold_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 SELECT * FROM api.release_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 EOF
@@ -124,7 +135,8 @@ EOF
 \set uid :ubase + :client_id
 \set n :n + 1
 \set sid :sbase + ((:n - 1) / 10) % :nscr
-\set seat :seatbase + :client_id * 10 + (:n - 1) % 10
+\set k :client_id * 10 + (:n - 1) % 10
+\set seat :seatbase + (:k / 9) * 25 + (:k % 9) * 3
 SELECT * FROM api.hold_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 SELECT * FROM api.book_seats(:uid, :sid, ARRAY[:seat]::bigint[]);
 EOF
@@ -136,13 +148,45 @@ EOF
 esac
 
 if [ "$WORKLOAD" = book ]; then NSCR=$PER_HALL; else NSCR=$SCREENINGS; fi
+# CPU ticks of the whole cluster: postmaster (with reaped children), live
+# children. Empty when the postmaster is not visible from here.
+PM=$(head -n 1 "$(psql -X -At -d "$DB" -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null || true)
+cluster_ticks() {
+  [ -n "$PM" ] && [ -r "/proc/$PM/stat" ] || return 0
+  local t p
+  t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$PM/stat")
+  for p in $(pgrep -P "$PM"); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+versions() {
+  psql -X -At -d "$DB" -c "SELECT sum(version) FROM screenings WHERE id BETWEEN $SBASE AND $SBASE + $NSCR - 1"
+}
+T0=$(cluster_ticks)
 set +e
 pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -f "$WORK/script.sql" \
   -D ubase="$UBASE" -D sbase="$SBASE" -D seatbase="$SEATBASE" -D sph="$SPH" \
   -D nscr="$NSCR" -D n=0 -D sess="$SESSION" \
-  "$DB" >"$WORK/out" 2>&1
+  "$DB" >"$WORK/out" 2>&1 &
+PGB=$!
+STEADY_RATE=null
+STEADY_CPU=null
+if [ "$WORKLOAD" = hold ] && [ -n "$T0" ]; then
+  W=$(awk -v d="$DURATION" 'BEGIN {printf "%.2f", d / 5}')
+  sleep "$W"
+  S0=$(cluster_ticks); V0=$(versions); W0=$(date +%s.%N)
+  sleep "$(awk -v d="$DURATION" -v w="$W" 'BEGIN {printf "%.2f", d - 2 * w}')"
+  S1=$(cluster_ticks); V1=$(versions); W1=$(date +%s.%N)
+  if [ -n "$V0" ] && [ -n "$V1" ] && [ "$V1" -gt "$V0" ]; then
+    STEADY_RATE=$(awk -v n=$((V1 - V0)) -v a="$W0" -v b="$W1" 'BEGIN {printf "%.1f", n / (b - a)}')
+    STEADY_CPU=$(awk -v d=$((S1 - S0)) -v hz="$(getconf CLK_TCK)" -v n=$((V1 - V0)) 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+  fi
+fi
+wait "$PGB"
 STATUS=$?
 set -e
+T1=$(cluster_ticks)
 cat "$WORK/out" >&2
 
 TPS=$(awk '/^tps = / {print $3; exit}' "$WORK/out")
@@ -151,11 +195,19 @@ FAILED=$(awk '/^number of failed transactions:/ {print $5; exit}' "$WORK/out")
 ABORTED=$(grep -c 'aborted in command' "$WORK/out" || true)
 [ -n "$TPS" ] || TPS=0
 case "$WORKLOAD" in
-  hold) RATE_NAME=changes_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", 2 * t}') ;;
-  book) RATE_NAME=bookings_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
-  session) RATE_NAME=lookups_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
+  hold) UNIT=change; RATE_NAME=changes_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", 2 * t}') ;;
+  book) UNIT=booking; RATE_NAME=bookings_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
+  session) UNIT=lookup; RATE_NAME=lookups_per_s; RATE=$(awk -v t="$TPS" 'BEGIN {printf "%.1f", t}') ;;
 esac
-printf '{"tool":"pgbench","workload":"%s","clients":%s,"threads":%s,"screenings":%s,"seats_per_hall":%s,"duration_s":%s,"tps":%s,"%s":%s,"rate":%s,"latency_ms_avg":%s,"failed":%s,"aborted_clients":%s,"exit_status":%s,"server_version":"%s"}\n' \
+TXS=$(awk '/number of transactions actually processed/ {split($0, a, ": "); split(a[2], b, "/"); print b[1]; exit}' "$WORK/out")
+CPU_TX=null
+CPU_UNIT=null
+if [ -n "$T0" ] && [ -n "$T1" ] && [ -n "$TXS" ] && [ "$TXS" -gt 0 ]; then
+  CPU_TX=$(awk -v d=$((T1 - T0)) -v hz="$(getconf CLK_TCK)" -v n="$TXS" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+  # hold: two seat changes per transaction.
+  if [ "$WORKLOAD" = hold ]; then CPU_UNIT=$(awk -v c="$CPU_TX" 'BEGIN {printf "%.1f", c / 2}'); else CPU_UNIT=$CPU_TX; fi
+fi
+printf '{"tool":"pgbench","workload":"%s","clients":%s,"threads":%s,"screenings":%s,"seats_per_hall":%s,"duration_s":%s,"tps":%s,"%s":%s,"rate":%s,"latency_ms_avg":%s,"failed":%s,"aborted_clients":%s,"exit_status":%s,"pg_cpu_us_per_tx":%s,"pg_cpu_us_per_%s":%s,"changes_per_s_steady":%s,"pg_cpu_us_per_change_steady":%s,"server_version":"%s"}\n' \
   "$WORKLOAD" "$CLIENTS" "$THREADS" "$SCREENINGS" "$SPH" "$DURATION" "$TPS" "$RATE_NAME" "$RATE" "$RATE" \
-  "${LAT:-null}" "${FAILED:-null}" "$ABORTED" "$STATUS" "$PGVERSION"
+  "${LAT:-null}" "${FAILED:-null}" "$ABORTED" "$STATUS" "$CPU_TX" "$UNIT" "$CPU_UNIT" "$STEADY_RATE" "$STEADY_CPU" "$PGVERSION"
 [ "$STATUS" -eq 0 ] && [ "$ABORTED" -eq 0 ]

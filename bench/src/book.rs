@@ -2,7 +2,9 @@
 //! booking one seat at a time: `hold_seats` then `book_seats` (a booking
 //! commits synchronously: it must survive a crash). A user books at most
 //! the seat limit (10) per screening and then moves to the next screening,
-//! so the run needs no change of settings. Compared with
+//! so the run needs no change of settings. `--screenings N` spreads the
+//! users over N halls at any moment (user u books in hall u mod N), so the
+//! bookings contend for N screening rows, like the floor with N screenings. Compared with
 //! `bench/pgbench.sh --workload book` (the same two calls) right after.
 //! At the end the database must hold exactly the bookings answered.
 
@@ -27,6 +29,9 @@ pub struct Args {
     /// Booking users (one socket each).
     #[arg(long, default_value_t = 64)]
     pub users: usize,
+    /// Screenings booked at the same time (one hall each).
+    #[arg(long, default_value_t = 1)]
+    pub screenings: usize,
     /// Measured seconds.
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
@@ -52,8 +57,8 @@ struct UserOut {
 }
 
 pub async fn run(t: &Target, a: &Args) -> Result<()> {
-    if a.users == 0 {
-        bail!("need users");
+    if a.users == 0 || a.screenings == 0 {
+        bail!("need users and screenings");
     }
     let run = run_id();
     let db = fixtures::connect(t.db()?).await?;
@@ -61,9 +66,12 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     // Each booking is two requests; a user never books more than this.
     let per_user = ((a.warmup + a.duration + 2) as f64 * t.conn_rate / 2.0).ceil() as usize;
     let screenings_needed = per_user.div_ceil(PER_SCREENING) + 1;
-    let rows = (a.users * PER_SCREENING).div_ceil(25) as u32;
+    let lanes = a.screenings;
+    // Every seat a user books two seats apart from the next (see
+    // fixtures::seat_apart), so no hold is refused by the no-orphan rule.
+    let rows = fixtures::rows_apart(a.users.div_ceil(lanes) * PER_SCREENING);
     eprintln!(
-        "book {run}: {} users, {} screenings of {} seats",
+        "book {run}: {} users over {lanes} hall(s), {} screenings a hall, {} seats each",
         a.users,
         screenings_needed,
         rows * 25
@@ -73,7 +81,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         &t.ws_url,
         &run,
         Plan {
-            halls: 1,
+            halls: lanes,
             screenings_per_hall: screenings_needed,
             rows,
             seats_per_row: 25,
@@ -99,9 +107,18 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     let mut tasks = Vec::new();
     for (u, conn) in conns.into_iter().enumerate() {
         let first = start + interval.mul_f64(u as f64 / n as f64);
-        let (ids, seats) = (ids.clone(), seats.clone());
+        // The hall's screenings (`create` returns them hall by hall).
+        let lane = (u % lanes) * screenings_needed..(u % lanes + 1) * screenings_needed;
+        let (ids, seats) = (ids[lane.clone()].to_vec(), seats[lane].to_vec());
         tasks.push(tokio::spawn(book_loop(
-            conn, u, ids, seats, first, interval, win_start, end,
+            conn,
+            u / lanes,
+            ids,
+            seats,
+            first,
+            interval,
+            win_start,
+            end,
         )));
     }
     tokio::time::sleep_until(win_start.into()).await;
@@ -139,7 +156,18 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         } else {
             a.pgbench_clients.clone()
         };
-        Some(crate::pgbench::best(t, "book", &clients, 1, rows as usize * 25, a.duration).await?)
+        Some(
+            crate::pgbench::best(
+                t,
+                "book",
+                &clients,
+                // pgbench.sh's book workload books in one hall.
+                1,
+                rows as usize * 25,
+                a.duration,
+            )
+            .await?,
+        )
     };
     let pg_best = pg.as_ref().and_then(|p| p.best);
     let ratio = pg_best.map(|b| round3(per_s / b));
@@ -151,7 +179,11 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         "run": run,
         "label": t.label,
         "users": a.users,
+        "screenings": lanes,
         "bookings_per_s": round1(per_s),
+        // Two requests per booking, at most `conn_rate` a second per socket.
+        "request_ceiling_bookings_per_s": round1(a.users as f64 * t.conn_rate / 2.0),
+        "conn_rate": t.conn_rate,
         "errors": all.errors,
         "hold_rtt_ms": hold,
         "book_rtt_ms": book,
@@ -209,7 +241,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         ));
     }
     emit(
-        &format!("book {} users", a.users),
+        &format!("book {} users, {lanes} hall(s)", a.users),
         &rows,
         &summary,
         t.out.as_deref(),
@@ -236,7 +268,7 @@ async fn book_loop(
     let mut k = 0usize;
     'outer: while next < end && k / PER_SCREENING < ids.len() {
         let s = k / PER_SCREENING;
-        let seat = &seats[s][u * PER_SCREENING + k % PER_SCREENING];
+        let seat = &seats[s][fixtures::seat_apart(u * PER_SCREENING + k % PER_SCREENING)];
         k += 1;
         let data = json!({"screening_id": ids[s], "seat_ids": [seat]});
         // One booking (two requests, back to back) per two request slots.

@@ -89,9 +89,12 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         .map(|r| drivers_for(*r, a.halls, per_conn))
         .max()
         .unwrap_or(a.halls);
-    let seats = 25 * a.rows as usize;
-    if max_drivers.div_ceil(a.halls) > seats {
-        bail!("{max_drivers} drivers need more seats per hall than {seats}: raise --rows");
+    // Drivers' seats two apart (fixtures::seat_apart): no orphan refusals.
+    if fixtures::rows_apart(max_drivers.div_ceil(a.halls)) > a.rows {
+        bail!(
+            "{max_drivers} drivers need more rows per hall than {}: raise --rows",
+            a.rows
+        );
     }
     eprintln!(
         "fanout {run}: {} halls × {} subscribers, {} drivers, rates {:?}",
@@ -142,7 +145,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
                     conn,
                     screening: h as u32,
                     screening_id: screenings[h].id.clone(),
-                    seat: screenings[h].seats[d / a.halls].clone(),
+                    seat: screenings[h].seats[fixtures::seat_apart(d / a.halls)].clone(),
                     holding: false,
                 }
             })

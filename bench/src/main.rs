@@ -10,6 +10,8 @@
 //!   procfs    CPU and RSS of the server, PostgreSQL and ourselves
 //!   stats     percentiles, the JSON line and the human table
 //!   fanout, rush, book, idle   the scenarios
+//!   floor     PostgreSQL's own rate for the design's seat change, the
+//!             yardstick the rush and book figures are divided by
 //!   pgbench   runs bench/pgbench.sh for the same SQL, same run
 //!   report    JSON lines → Markdown tables and the SVG chart
 //!
@@ -20,6 +22,7 @@ mod book;
 mod client;
 mod fanout;
 mod fixtures;
+mod floor;
 mod idle;
 mod pgbench;
 mod procfs;
@@ -53,6 +56,8 @@ enum Scenario {
     Rush(rush::Args),
     /// Durable bookings/s (hold then book) against pgbench.
     Book(book::Args),
+    /// The floor: the design's seat change in plain PostgreSQL (no server), hold and book modes.
+    Floor(floor::Args),
     /// N idle logged-in sockets: RSS per socket, logged-in connects/s.
     Idle(idle::Args),
     /// Markdown tables and the latency chart from the JSON lines of earlier runs.
@@ -162,7 +167,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let t = &cli.target;
-    if !matches!(cli.scenario, Scenario::Report(_)) {
+    if !matches!(cli.scenario, Scenario::Report(_) | Scenario::Floor(_)) {
         procfs::raise_nofile();
         client::wait_ready(&t.http_url, Duration::from_secs(30)).await?;
     }
@@ -171,6 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Rush(a) => rush::run(t, a).await,
         Scenario::Book(a) => book::run(t, a).await,
         Scenario::Idle(a) => idle::run(t, a).await,
+        Scenario::Floor(a) => floor::run(t, a).await,
         Scenario::Report(a) => report::run(a),
     }
 }

@@ -1,6 +1,12 @@
 //! `report`: turns the JSON lines of a set of runs (`--out results.jsonl`)
 //! into the Markdown tables of docs/benchmarks.md and the SVG chart of
 //! change → subscriber latency percentiles against load.
+//!
+//! First comes the targets table of issue 10: one row per target, the
+//! median over the runs and, where the target is a share of the floor, the
+//! median of the ratios to the floor measured in the same run (a `floor`
+//! line belongs to the scenario line just before it: `bench/run-all.sh`
+//! runs the floor right after each scenario it is compared with).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +28,10 @@ pub struct Args {
     /// Write the latency chart here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// The run's machine description (commit, load) to print with the
+    /// targets; default: `machine.txt` beside the input, if there.
+    #[arg(long)]
+    pub machine: Option<PathBuf>,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -32,7 +42,17 @@ pub fn run(a: &Args) -> Result<()> {
         .filter(|l| l.starts_with('{'))
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let md = markdown(&lines);
+    let machine_path = a
+        .machine
+        .clone()
+        .or_else(|| Some(a.input.with_file_name("machine.txt")).filter(|p| p.exists()));
+    let machine = match &machine_path {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
+        }
+        None => None,
+    };
+    let md = targets(&lines, machine.as_deref()) + &markdown(&lines);
     match &a.md {
         Some(p) => std::fs::write(p, md)?,
         None => print!("{md}"),
@@ -103,18 +123,19 @@ pub fn markdown(lines: &[Value]) -> String {
         out.push('\n');
     }
     if of("rush").next().is_some() {
-        out.push_str("### rush\n\n| label | pattern | users | screenings | committed changes/s | attempts/s | errors | pgbench best changes/s (clients) | ratio | rtt p50 / p99 ms | change → sub p99 ms | server µs/change | CPU % server / pg / bench / other | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("### rush\n\n| label | pattern | users | screenings | committed changes/s | synchronous share | attempts/s | errors | pgbench best changes/s (clients) | ratio | rtt p50 / p99 ms | change → sub p99 ms | server µs/change | CPU % server / pg / bench / other | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for l in of("rush") {
             let best_clients = best_clients(&l["pgbench"]);
             let _ =
                 writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} / {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} / {} | {} | {} | {} | {} |",
                 l["label"].as_str().unwrap_or(""),
                 l["pattern"].as_str().unwrap_or(""),
                 l["users"],
                 l["screenings"],
                 f(&l["committed_changes_per_s"], 0),
+                pct(&l["sync_share"]),
                 f(&l["attempts_per_s"], 0),
                 errors(&l["errors"]),
                 f(&l["pgbench_best_changes_per_s"], 0),
@@ -158,6 +179,29 @@ pub fn markdown(lines: &[Value]) -> String {
         }
         out.push('\n');
     }
+    if of("floor").next().is_some() {
+        out.push_str("### floor\n\n| label | beside | mode | clients | screenings | changes/s | PostgreSQL µs/change | notifications / changes | CPU % pg / bench / other |\n|---|---|---|---|---|---|---|---|---|\n");
+        for l in of("floor") {
+            let c = &l["cpu_pct_of_core"];
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} / {} |",
+                l["label"].as_str().unwrap_or(""),
+                l["beside"].as_str().unwrap_or(""),
+                l["mode"].as_str().unwrap_or(""),
+                l["clients"],
+                l["screenings"],
+                f(&l["tps"], 0),
+                f(&l["pg_cpu_us_per_tx"], 1),
+                l["notifications"],
+                l["changes"],
+                f(&c["postgres"], 0),
+                f(&c["bench"], 0),
+                f(&c["other"], 0),
+            );
+        }
+        out.push('\n');
+    }
     if of("idle").next().is_some() {
         out.push_str("### idle\n\n| label | sockets | logged in | connects/s | in flight | RSS before → after (KiB) | KiB per socket | server µs/connect | pg µs/connect | CPU % server / pg / bench / other |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for l in of("idle") {
@@ -179,6 +223,387 @@ pub fn markdown(lines: &[Value]) -> String {
         }
         out.push('\n');
     }
+    out
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// A scenario line and the floor lines measured right after it.
+struct Paired<'a> {
+    line: &'a Value,
+    hold: Option<&'a Value>,
+    book: Option<&'a Value>,
+}
+
+impl Paired<'_> {
+    fn floor(&self, mode: &str, key: &str) -> Option<f64> {
+        let f = if mode == "hold" { self.hold } else { self.book };
+        f?[key].as_f64()
+    }
+}
+
+fn pair(lines: &[Value]) -> Vec<Paired<'_>> {
+    let mut out: Vec<Paired> = Vec::new();
+    for l in lines {
+        if l["scenario"] == "floor" {
+            if let Some(p) = out.last_mut() {
+                match l["mode"].as_str() {
+                    Some("hold") => p.hold = Some(l),
+                    Some("book") => p.book = Some(l),
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(Paired {
+                line: l,
+                hold: None,
+                book: None,
+            });
+        }
+    }
+    out
+}
+
+/// One row of the targets table: per run (value, floor, ratio).
+struct TargetRow {
+    what: &'static str,
+    target: &'static str,
+    unit: &'static str,
+    runs: Vec<(f64, Option<f64>, Option<f64>)>,
+    /// Whether the median meets the target.
+    met: fn(value: f64, ratio: Option<f64>) -> bool,
+    /// Other load on the machine in each run, % of a core.
+    other: Vec<f64>,
+    /// Free text after the figures (kernel time beside utime, …).
+    note: String,
+}
+
+/// The targets table of issue 10 from the paired lines.
+pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
+    let paired = pair(lines);
+    let other = |l: &Value| l["cpu_pct_of_core"]["other"].as_f64().unwrap_or(f64::NAN);
+    let mut rows = Vec::new();
+
+    // Rush, own seats, with synchronous commits in the mix.
+    let mut r = TargetRow {
+        what: "rush own seats: committed changes/s vs the floor blended by the mix",
+        target: "≥ 70 % of 1 / (a/hold + s/book)",
+        unit: "/s",
+        runs: Vec::new(),
+        met: |_, q| q.is_some_and(|q| q >= 0.70),
+        other: Vec::new(),
+        note: String::new(),
+    };
+    let mut shares = Vec::new();
+    let mut ceilings = Vec::new();
+    for p in paired.iter().filter(|p| {
+        p.line["scenario"] == "rush"
+            && p.line["pattern"] == "own"
+            && p.line["sync_share"].as_f64().unwrap_or(0.0) > 0.0
+            && p.hold.is_some()
+            && p.book.is_some()
+    }) {
+        let (Some(v), Some(a), Some(s)) = (
+            p.line["committed_changes_per_s"].as_f64(),
+            p.line["async_share"].as_f64(),
+            p.line["sync_share"].as_f64(),
+        ) else {
+            continue;
+        };
+        let floor = match (p.floor("hold", "tps"), p.floor("book", "tps")) {
+            (Some(h), Some(b)) if h > 0.0 && b > 0.0 => Some(1.0 / (a / h + s / b)),
+            _ => None,
+        };
+        r.runs.push((v, floor, floor.map(|f| v / f)));
+        r.other.push(other(p.line));
+        shares.push(s);
+        ceilings.extend(p.line["request_ceiling_per_s"].as_f64());
+    }
+    if let Some(s) = median(&shares) {
+        r.note = format!("synchronous share s = {:.1} % (median)", s * 100.0);
+    }
+    if let Some(c) = median(&ceilings) {
+        let _ = write!(
+            r.note,
+            "; the clients' ceiling (users × requests/s per socket): {}/s",
+            big(c)
+        );
+    }
+    rows.push(r);
+
+    // PostgreSQL CPU per hold/release: the rush with no synchronous commits.
+    let mut r = TargetRow {
+        what: "PostgreSQL CPU per hold/release change (rush own seats, no bookings)",
+        target: "≤ 1.5 × floor hold CPU per change",
+        unit: " µs",
+        runs: Vec::new(),
+        met: |_, q| q.is_some_and(|q| q <= 1.5),
+        other: Vec::new(),
+        note: String::new(),
+    };
+    for p in paired.iter().filter(|p| {
+        p.line["scenario"] == "rush"
+            && p.line["pattern"] == "own"
+            && p.line["sync_share"].as_f64() == Some(0.0)
+            && p.hold.is_some()
+    }) {
+        let Some(v) = p.line["postgres_cpu_us_per_change"].as_f64() else {
+            continue;
+        };
+        let floor = p.floor("hold", "pg_cpu_us_per_tx");
+        r.runs.push((v, floor, floor.map(|f| v / f)));
+        r.other.push(other(p.line));
+    }
+    rows.push(r);
+
+    // Durable bookings against the floor pair (one hold, one booking).
+    let mut rate = TargetRow {
+        what: "durable bookings/s (hold then book) vs the floor pair",
+        target: "≥ 60 % of 1 / (1/hold + 1/book)",
+        unit: "/s",
+        runs: Vec::new(),
+        met: |_, q| q.is_some_and(|q| q >= 0.60),
+        other: Vec::new(),
+        note: String::new(),
+    };
+    let mut cpu = TargetRow {
+        what: "PostgreSQL CPU per booking vs the floor pair's (hold + book)",
+        target: "≤ 2 × floor pair CPU",
+        unit: " µs",
+        runs: Vec::new(),
+        met: |_, q| q.is_some_and(|q| q <= 2.0),
+        other: Vec::new(),
+        note: String::new(),
+    };
+    let mut ceilings = Vec::new();
+    for p in paired
+        .iter()
+        .filter(|p| p.line["scenario"] == "book" && p.hold.is_some() && p.book.is_some())
+    {
+        ceilings.extend(p.line["request_ceiling_bookings_per_s"].as_f64());
+        if let Some(v) = p.line["bookings_per_s"].as_f64() {
+            let floor = match (p.floor("hold", "tps"), p.floor("book", "tps")) {
+                (Some(h), Some(b)) if h > 0.0 && b > 0.0 => Some(1.0 / (1.0 / h + 1.0 / b)),
+                _ => None,
+            };
+            rate.runs.push((v, floor, floor.map(|f| v / f)));
+            rate.other.push(other(p.line));
+        }
+        if let Some(v) = p.line["postgres_cpu_us_per_booking"].as_f64() {
+            let floor = match (
+                p.floor("hold", "pg_cpu_us_per_tx"),
+                p.floor("book", "pg_cpu_us_per_tx"),
+            ) {
+                (Some(h), Some(b)) => Some(h + b),
+                _ => None,
+            };
+            cpu.runs.push((v, floor, floor.map(|f| v / f)));
+            cpu.other.push(other(p.line));
+        }
+    }
+    if let Some(c) = median(&ceilings) {
+        rate.note = format!(
+            "the clients' ceiling (users × requests/s per socket ÷ 2): {}/s",
+            big(c)
+        );
+    }
+    rows.push(rate);
+    rows.push(cpu);
+
+    // Fan-out at 200 changes/s × 10 halls × 100 subscribers (20,000 pushes/s).
+    let point: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["scenario"] == "fanout"
+                && l["halls"] == 10
+                && l["subs_per_hall"] == 100
+                && l["target_changes_per_s"].as_f64() == Some(200.0)
+        })
+        .collect();
+    let mut lat = TargetRow {
+        what: "change → subscriber p99 at 200 changes/s × 10 halls × 100 subscribers",
+        target: "≤ 10 ms",
+        unit: " ms",
+        runs: Vec::new(),
+        met: |v, _| v <= 10.0,
+        other: Vec::new(),
+        note: String::new(),
+    };
+    let mut utime = TargetRow {
+        what: "server user-space CPU per push at 20,000 pushes/s",
+        target: "≤ 2 µs utime",
+        unit: " µs",
+        runs: Vec::new(),
+        met: |v, _| v <= 2.0,
+        other: Vec::new(),
+        note: String::new(),
+    };
+    let mut kernel = Vec::new();
+    for l in &point {
+        if let Some(v) = l["latency_ms"]["p99"].as_f64() {
+            lat.runs.push((v, None, None));
+            lat.other.push(other(l));
+        }
+        let pushes =
+            l["pushes_per_s"].as_f64().unwrap_or(0.0) * l["duration_s"].as_f64().unwrap_or(0.0);
+        if let (Some(all), Some(sys)) = (
+            l["cpu"]["server_s"].as_f64(),
+            l["cpu"]["server_sys_s"].as_f64(),
+        ) {
+            if pushes > 0.0 {
+                utime.runs.push(((all - sys) * 1e6 / pushes, None, None));
+                utime.other.push(other(l));
+                kernel.push(sys * 1e6 / pushes);
+            }
+        }
+    }
+    if let Some(k) = median(&kernel) {
+        utime.note = format!("kernel time beside it: {k:.2} µs per push (median)");
+    }
+    rows.push(lat);
+    rows.push(utime);
+
+    // Idle sockets and connects.
+    let idle: Vec<&Value> = lines.iter().filter(|l| l["scenario"] == "idle").collect();
+    let mut rss = TargetRow {
+        what: "idle logged-in socket: server RSS",
+        target: "≤ 8 KiB",
+        unit: " KiB",
+        runs: Vec::new(),
+        met: |v, _| v <= 8.0,
+        other: Vec::new(),
+        note: "only a freshly started server shows it fully: later runs reuse memory freed by earlier sockets".into(),
+    };
+    let mut connects = TargetRow {
+        what: "logged-in connects/s",
+        target: "≥ 6,000",
+        unit: "/s",
+        runs: Vec::new(),
+        met: |v, _| v >= 6000.0,
+        other: Vec::new(),
+        note: String::new(),
+    };
+    for l in &idle {
+        if let Some(v) = l["rss_kib_per_socket"].as_f64() {
+            rss.runs.push((v, None, None));
+            rss.other.push(other(l));
+        }
+        if let Some(v) = l["connects_per_s"].as_f64() {
+            connects.runs.push((v, None, None));
+            connects.other.push(other(l));
+        }
+    }
+    if let Some(first) = rss.runs.first() {
+        rss.note = format!("first run (fresh server): {:.2} KiB; {}", first.0, rss.note);
+    }
+    rows.push(rss);
+    rows.push(connects);
+
+    // The no-orphan check: pgbench hold (hold + release of one's own seat)
+    // with the rule off, then on, in the same run.
+    let mut orphan = TargetRow {
+        what: "no-orphan check: PostgreSQL CPU per seat change, hold and release (pgbench), rule on vs off",
+        target: "≤ 1.15 × per hold with the rule off",
+        unit: " µs",
+        runs: Vec::new(),
+        met: |_, q| q.is_some_and(|q| q <= 1.15),
+        other: Vec::new(),
+        note: String::new(),
+    };
+    let mut extra = Vec::new();
+    let mut off: Option<f64> = None;
+    for l in lines.iter().filter(|l| l["scenario"] == "orphan_rule") {
+        // The steady window's figure (start-up left out) when there is one.
+        let cpu = l["pg_cpu_us_per_change_steady"]
+            .as_f64()
+            .or_else(|| l["pg_cpu_us_per_change"].as_f64());
+        match l["orphan_rule"].as_str() {
+            Some("off") => off = cpu,
+            Some("on") => {
+                if let (Some(on), Some(o)) = (cpu, off.take()) {
+                    orphan.runs.push((on, Some(o), Some(on / o)));
+                    // Half the changes are holds: the check's cost per hold.
+                    extra.push(2.0 * (on - o));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(e) = median(&extra) {
+        orphan.note = format!(
+            "the ratio is per change, holds and releases alike (the check runs on the \
+             holds only): {e:.0} µs more per hold (median)"
+        );
+    }
+    rows.push(orphan);
+
+    let mut out = String::from("### targets (issue 10)\n\n");
+    if let Some(m) = machine {
+        out.push_str("```\n");
+        out.push_str(m.trim_end());
+        out.push_str("\n```\n\n");
+    }
+    out.push_str("| what | target | runs | median | floor (median) | ratio to the floor (median of the runs) | met | other load, % of a core (median) | per run: value (ratio) | note |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        let values: Vec<f64> = r.runs.iter().map(|x| x.0).collect();
+        let floors: Vec<f64> = r.runs.iter().filter_map(|x| x.1).collect();
+        let ratios: Vec<f64> = r.runs.iter().filter_map(|x| x.2).collect();
+        let (v, q) = (median(&values), median(&ratios));
+        let num = |x: Option<f64>| match x {
+            Some(x) if x.abs() >= 100.0 => format!("{}{}", big(x), r.unit),
+            Some(x) => format!("{x:.2}{}", r.unit),
+            None => "n/a".into(),
+        };
+        let per_run = r
+            .runs
+            .iter()
+            .map(|(v, _, q)| match q {
+                Some(q) => format!("{} ({:.0} %)", num(Some(*v)), q * 100.0),
+                None => num(Some(*v)),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.what,
+            r.target,
+            r.runs.len(),
+            num(v),
+            if floors.is_empty() {
+                "—".into()
+            } else {
+                num(median(&floors))
+            },
+            q.map_or("—".into(), |q| format!("{:.0} %", q * 100.0)),
+            match v {
+                Some(v) if (r.met)(v, q) => "yes",
+                Some(_) => "**no**",
+                None => "n/a",
+            },
+            median(&r.other).map_or("n/a".into(), |o| format!("{o:.0}")),
+            if per_run.is_empty() {
+                "—".into()
+            } else {
+                per_run
+            },
+            r.note,
+        );
+    }
+    out.push('\n');
     out
 }
 
@@ -298,4 +723,92 @@ pub fn chart(fanout: &[Value], path: &Path) -> Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    /// Each scenario is divided by the floor measured right after it, not
+    /// by another run's: the ratios' median differs from the ratio of the
+    /// medians here.
+    #[test]
+    fn targets_divide_each_run_by_its_own_floor() {
+        let rush = |v: f64| {
+            json!({"scenario": "rush", "pattern": "own", "committed_changes_per_s": v,
+                   "async_share": 0.78, "sync_share": 0.22})
+        };
+        let floor = |mode: &str, tps: f64, cpu: f64| json!({"scenario": "floor", "mode": mode, "tps": tps, "pg_cpu_us_per_tx": cpu});
+        let book = json!({"scenario": "book", "bookings_per_s": 500.0,
+                          "postgres_cpu_us_per_booking": 1200.0});
+        let fanout = json!({"scenario": "fanout", "halls": 10, "subs_per_hall": 100,
+                            "target_changes_per_s": 200, "pushes_per_s": 20000.0, "duration_s": 10.0,
+                            "latency_ms": {"p99": 4.5},
+                            "cpu": {"server_s": 0.6, "server_sys_s": 0.2}});
+        let lines = vec![
+            fanout,
+            // A rush without a floor after it is no run of the targets.
+            rush(99.0),
+            rush(1000.0),
+            floor("hold", 4000.0, 300.0),
+            floor("book", 2000.0, 500.0),
+            rush(2000.0),
+            floor("hold", 8000.0, 300.0),
+            floor("book", 4000.0, 500.0),
+            rush(1500.0),
+            floor("hold", 2000.0, 300.0),
+            floor("book", 1000.0, 500.0),
+            book,
+            floor("hold", 4000.0, 300.0),
+            floor("book", 2000.0, 500.0),
+        ];
+        let orphan = |rule: &str, cpu: f64| {
+            json!({"scenario": "orphan_rule", "orphan_rule": rule,
+                   "pg_cpu_us_per_change": 9999.0, "pg_cpu_us_per_change_steady": cpu})
+        };
+        let mut lines = lines;
+        // An "on" line without its "off" line before it is no pair.
+        lines.extend([
+            orphan("on", 5000.0),
+            orphan("off", 2000.0),
+            orphan("on", 2200.0),
+        ]);
+        let md = targets(&lines, Some("commit: abc1234"));
+        let row = md.lines().find(|l| l.contains("no-orphan")).unwrap();
+        assert!(
+            row.contains("| 1 | 2,200 µs | 2,000 µs | 110 % | yes |"),
+            "{row}"
+        );
+        assert!(row.contains("400 µs more per hold"), "{row}");
+        assert!(md.contains("commit: abc1234"), "{md}");
+        // 0.4 s of user time for 200,000 pushes; 0.2 s in the kernel.
+        let row = md.lines().find(|l| l.contains("per push")).unwrap();
+        assert!(row.contains("| 1 | 2.00 µs |"), "{row}");
+        assert!(row.contains("kernel time beside it: 1.00 µs"), "{row}");
+        let row = md.lines().find(|l| l.contains("p99 at 200")).unwrap();
+        assert!(row.contains("| 1 | 4.50 ms |"), "{row}");
+        // Blended floors 3,279, 6,557, 1,639: ratios 30 %, 30 %, 92 %.
+        let row = md.lines().find(|l| l.contains("rush own seats")).unwrap();
+        assert!(
+            row.contains("| 3 | 1,500/s | 3,279/s | 30 % | **no** |"),
+            "{row}"
+        );
+        // Floor pair 1 / (1/4000 + 1/2000) = 1,333/s; 500 is 38 %.
+        let row = md.lines().find(|l| l.contains("durable bookings")).unwrap();
+        assert!(
+            row.contains("| 1 | 500/s | 1,333/s | 38 % | **no** |"),
+            "{row}"
+        );
+        // 1,200 µs against 300 + 500: 1.5 × the pair, within 2 ×.
+        let row = md.lines().find(|l| l.contains("CPU per booking")).unwrap();
+        assert!(row.contains("| 1,200 µs | 800 µs | 150 % | yes |"), "{row}");
+    }
 }

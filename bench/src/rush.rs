@@ -2,10 +2,15 @@
 //! as the per-connection rate limit allows (one request in flight each), on
 //! one screening or spread over many. Two patterns:
 //!
-//! * `own`: each user holds and releases its own seat, so every request is
-//!   a committed change: the throughput the same SQL reaches in pgbench
-//!   (`bench/pgbench.sh --workload hold`), which the run measures right
-//!   after and prints as a ratio;
+//! * `own`: each user changes a seat of its own, so every request is a
+//!   committed change. It cycles hold, release, …, hold, book, cancel, with
+//!   as many hold/release pairs as make book + cancel (the synchronous
+//!   commits) `--sync-share` of the changes (0: hold and release only), the
+//!   mix a pre-sale's rush makes; the JSON line reports the shares of
+//!   asynchronous and synchronous commits actually made, which
+//!   `bench report` blends the floor (`bench floor`) with. Unless
+//!   `--no-pgbench`, `bench/pgbench.sh --workload hold` runs the same hold
+//!   and release calls right after and the ratio is printed;
 //! * `race`: users grab random seats from a shared pool (half of it held
 //!   at any time) and release their oldest when they hold `--hold-max`:
 //!   many holds lose the race (`SEAT_UNAVAILABLE`).
@@ -68,12 +73,49 @@ pub struct Args {
     /// Skip the pgbench comparison.
     #[arg(long)]
     pub no_pgbench: bool,
+    /// own: the share of changes that are synchronous commits (book and
+    /// cancel); the rest are holds and releases.
+    #[arg(long, default_value_t = 0.22)]
+    pub sync_share: f64,
+}
+
+/// own: the cycle of one user's seat changes for a synchronous share:
+/// k hold/release pairs, then hold, book, cancel (two synchronous commits
+/// in 2k + 3 changes). Share 0: hold and release only.
+fn own_cycle(sync_share: f64) -> Vec<Op> {
+    if sync_share <= 0.0 {
+        return vec![Op::Hold, Op::Release];
+    }
+    let k = ((2.0 / sync_share.min(2.0 / 3.0) - 3.0) / 2.0)
+        .round()
+        .max(0.0) as usize;
+    let mut cycle = Vec::with_capacity(2 * k + 3);
+    for _ in 0..k {
+        cycle.extend([Op::Hold, Op::Release]);
+    }
+    cycle.extend([Op::Hold, Op::Book, Op::Cancel]);
+    cycle
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
     Hold,
     Release,
+    /// Synchronous commit: the held seat becomes booked.
+    Book,
+    /// Synchronous commit: the booking is cancelled, the seat free.
+    Cancel,
+}
+
+impl Op {
+    fn request(self) -> &'static str {
+        match self {
+            Op::Hold => "hold_seats",
+            Op::Release => "release_seats",
+            Op::Book => "book_seats",
+            Op::Cancel => "cancel_booking",
+        }
+    }
 }
 
 /// One committed change seen in an answer.
@@ -93,6 +135,8 @@ struct UserOut {
     rtts: Vec<u64>,
     attempts_in_window: u64,
     committed_in_window: u64,
+    /// Committed changes in the window by kind: hold, release, book, cancel.
+    mix_in_window: [u64; 4],
     errors: HashMap<String, u64>,
 }
 
@@ -118,9 +162,15 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         Pattern::Own => per_screening,
         Pattern::Race => per_screening * a.hold_max * 2,
     };
-    let rows = a.rows.unwrap_or(pool_size.div_ceil(25).max(4) as u32);
-    if (rows as usize) * 25 < pool_size {
-        bail!("{pool_size} seats needed per screening: raise --rows");
+    // own: each user's seat two seats apart from the next (see
+    // fixtures::seat_apart); race: a contiguous pool, refusals are its point.
+    let rows_needed = match a.pattern {
+        Pattern::Own => fixtures::rows_apart(pool_size),
+        Pattern::Race => pool_size.div_ceil(25) as u32,
+    };
+    let rows = a.rows.unwrap_or(rows_needed.max(4));
+    if rows < rows_needed {
+        bail!("{rows_needed} rows needed per screening: raise --rows");
     }
     eprintln!(
         "rush {run}: {} users, {} screening(s), pattern {:?}, {} subscribers per screening",
@@ -164,13 +214,30 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             screening_id: screenings[s].id.clone(),
             seats: screenings[s].seats.clone(),
             pool: match a.pattern {
-                Pattern::Own => vec![slot],
+                Pattern::Own => vec![fixtures::seat_apart(slot as usize) as u32],
                 Pattern::Race => (0..pool_size as u32).collect(),
             },
         };
         let first = start + interval.mul_f64(u as f64 / n as f64);
+        let cycle = own_cycle(a.sync_share);
+        // Users start at different holds of the cycle, so the synchronous
+        // commits spread over time.
+        let holds = cycle.iter().filter(|o| **o == Op::Hold).count();
+        let pos = 2 * (u % holds);
         tasks.push(tokio::spawn(user_loop(
-            conn, ctx, a.pattern, a.hold_max, first, interval, win_start, end, base,
+            conn,
+            ctx,
+            Script {
+                pattern: a.pattern,
+                hold_max: a.hold_max,
+                cycle,
+                pos,
+            },
+            first,
+            interval,
+            win_start,
+            end,
+            base,
         )));
     }
     tokio::time::sleep_until(win_start.into()).await;
@@ -186,6 +253,9 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         all.rtts.extend(o.rtts);
         all.attempts_in_window += o.attempts_in_window;
         all.committed_in_window += o.committed_in_window;
+        for (m, x) in all.mix_in_window.iter_mut().zip(o.mix_in_window) {
+            *m += x;
+        }
         for (k, v) in o.errors {
             *all.errors.entry(k).or_default() += v;
         }
@@ -208,7 +278,9 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     }
     let (mut double_holds, mut bad_releases, mut version_gaps, mut version_dups) =
         (0u64, 0u64, 0u64, 0u64);
-    let mut replay: Vec<HashMap<u32, u32>> = vec![HashMap::new(); screenings.len()];
+    let mut bad_bookings = 0u64;
+    // seat → (user, booked)
+    let mut replay: Vec<HashMap<u32, (u32, bool)>> = vec![HashMap::new(); screenings.len()];
     for (s, list) in by_screening.iter_mut().enumerate() {
         list.sort_by_key(|c| c.version);
         let mut expect = screenings[s].version + 1;
@@ -223,15 +295,25 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             match c.op {
                 Op::Hold => {
                     if let Some(&h) = holders.get(&c.seat) {
-                        if h != c.user {
+                        if h != (c.user, false) {
                             double_holds += 1;
                         }
                     }
-                    holders.insert(c.seat, c.user);
+                    holders.insert(c.seat, (c.user, false));
                 }
                 Op::Release => {
-                    if holders.remove(&c.seat) != Some(c.user) {
+                    if holders.remove(&c.seat) != Some((c.user, false)) {
                         bad_releases += 1;
+                    }
+                }
+                Op::Book => {
+                    if holders.insert(c.seat, (c.user, true)) != Some((c.user, false)) {
+                        bad_bookings += 1;
+                    }
+                }
+                Op::Cancel => {
+                    if holders.remove(&c.seat) != Some((c.user, true)) {
+                        bad_bookings += 1;
                     }
                 }
             }
@@ -243,10 +325,10 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     let mut replay_mismatch = 0u64;
     for (s, scr) in screenings.iter().enumerate() {
         for (i, seat) in scr.seats.iter().enumerate() {
-            let want = if replay[s].contains_key(&(i as u32)) {
-                "held"
-            } else {
-                "free"
+            let want = match replay[s].get(&(i as u32)) {
+                Some((_, true)) => "booked",
+                Some((_, false)) => "held",
+                None => "free",
             };
             if db_states
                 .get(&(scr.id.clone(), seat.clone()))
@@ -298,6 +380,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     let ok = duplicates == 0
         && double_holds == 0
         && bad_releases == 0
+        && bad_bookings == 0
         && version_gaps == 0
         && version_dups == 0
         && replay_mismatch == 0
@@ -306,6 +389,8 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         && missing_pushes == 0
         && behind == 0;
     let per = |x: Option<f64>| x.map(|x| round3(x * 1e6 / all.committed_in_window.max(1) as f64));
+    let [holds, releases, books, cancels] = all.mix_in_window;
+    let sync_share = (books + cancels) as f64 / all.committed_in_window.max(1) as f64;
 
     // PostgreSQL's own rate for the same calls, measured now.
     let pg = if a.no_pgbench {
@@ -339,6 +424,14 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         "screenings": a.screenings,
         "subs_per_screening": a.subs,
         "committed_changes_per_s": round1(committed_per_s),
+        // One request in flight per socket, at most `conn_rate` a second:
+        // the most this scenario can ask of any server.
+        "request_ceiling_per_s": round1(a.users as f64 * t.conn_rate),
+        "conn_rate": t.conn_rate,
+        "mix": {"hold": holds, "release": releases, "book": books, "cancel": cancels},
+        "async_share": round3(1.0 - sync_share),
+        "sync_share": round3(sync_share),
+        "sync_share_asked": if a.pattern == Pattern::Own { a.sync_share } else { 0.0 },
         "attempts_per_s": round1(attempts_per_s),
         "errors": all.errors,
         "request_rtt_ms": rtt,
@@ -351,7 +444,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         "warmup_s": a.warmup,
         "checks": {
             "ok": ok, "duplicate_seat_rows": duplicates, "double_holds": double_holds,
-            "bad_releases": bad_releases, "answer_version_gaps": version_gaps,
+            "bad_releases": bad_releases, "bad_bookings": bad_bookings, "answer_version_gaps": version_gaps,
             "answer_version_duplicates": version_dups, "db_vs_replay_mismatches": replay_mismatch,
             "subscriber_seat_mismatches": view_mismatch, "subscribers_wrong": views_wrong,
             "subscribers_behind": behind, "missing_pushes": missing_pushes,
@@ -365,6 +458,14 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     });
     let mut rows = vec![
         row("committed changes/s", big(committed_per_s)),
+        row(
+            "changes by kind",
+            format!(
+                "{holds} holds, {releases} releases, {books} bookings, {cancels} cancellations \
+                 (synchronous {:.1} %)",
+                sync_share * 100.0
+            ),
+        ),
         row("attempts/s", big(attempts_per_s)),
         row("errors by code", format!("{:?}", all.errors)),
         row("request round trip", rtt.line()),
@@ -377,6 +478,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             "check",
             format!(
                 "{} (dup rows {duplicates}, double holds {double_holds}, bad releases {bad_releases}, \
+                 bad bookings {bad_bookings}, \
                  version gaps {version_gaps}, db≠replay {replay_mismatch}, views≠db {view_mismatch} seats \
                  in {views_wrong} of {} subscribers, missing pushes {missing_pushes}, behind {behind})",
                 if ok { "OK" } else { "FAILED" },
@@ -423,12 +525,20 @@ fn ns(base: Instant, t: Instant) -> u64 {
     t.duration_since(base).as_nanos() as u64
 }
 
+/// What a user sends: the pattern and, for `own`, its cycle of changes.
+struct Script {
+    pattern: Pattern,
+    hold_max: usize,
+    cycle: Vec<Op>,
+    /// Where in the cycle the user starts (a hold).
+    pos: usize,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn user_loop(
     mut conn: Conn,
     ctx: UserCtx,
-    pattern: Pattern,
-    hold_max: usize,
+    mut script: Script,
     first: Instant,
     interval: Duration,
     win_start: Instant,
@@ -437,19 +547,15 @@ async fn user_loop(
 ) -> (Conn, UserOut) {
     let mut out = UserOut::default();
     let mut held: VecDeque<u32> = VecDeque::new();
+    // own: the booking a `cancel_booking` will cancel.
+    let mut booking: Option<serde_json::Value> = None;
     let mut next = first;
     while next < end {
         tokio::time::sleep_until(next.into()).await;
-        let (op, seat) = match pattern {
-            Pattern::Own => {
-                if held.is_empty() {
-                    (Op::Hold, ctx.pool[0])
-                } else {
-                    (Op::Release, ctx.pool[0])
-                }
-            }
+        let (op, seat) = match script.pattern {
+            Pattern::Own => (script.cycle[script.pos], ctx.pool[0]),
             Pattern::Race => {
-                if held.len() >= hold_max {
+                if held.len() >= script.hold_max {
                     (Op::Release, held[0])
                 } else {
                     let mut rng = rand::thread_rng();
@@ -461,13 +567,11 @@ async fn user_loop(
                 }
             }
         };
-        let kind = if op == Op::Hold {
-            "hold_seats"
-        } else {
-            "release_seats"
+        let kind = op.request();
+        let data = match op {
+            Op::Cancel => json!({"booking_id": booking.clone().unwrap_or_default()}),
+            _ => json!({"screening_id": ctx.screening_id, "seat_ids": [ctx.seats[seat as usize]]}),
         };
-        let data =
-            json!({"screening_id": ctx.screening_id, "seat_ids": [ctx.seats[seat as usize]]});
         let sent = Instant::now();
         let eid = conn.eid();
         let reply = match conn.send(kind, &eid, &data).await {
@@ -482,11 +586,16 @@ async fn user_loop(
         match reply {
             Ok(r) => match r.error {
                 None => {
-                    if op == Op::Hold {
-                        held.push_back(seat);
-                    } else {
-                        held.retain(|s| *s != seat);
+                    match op {
+                        Op::Hold => held.push_back(seat),
+                        Op::Release => held.retain(|s| *s != seat),
+                        Op::Book => {
+                            held.retain(|s| *s != seat);
+                            booking = Some(r.data["booking"]["id"].clone());
+                        }
+                        Op::Cancel => booking = None,
                     }
+                    script.pos = (script.pos + 1) % script.cycle.len();
                     if changed(kind, &r.data) {
                         if let Some(v) = r.data["version"].as_i64() {
                             out.changes.push(Change {
@@ -499,11 +608,22 @@ async fn user_loop(
                             });
                             if in_window {
                                 out.committed_in_window += 1;
+                                out.mix_in_window[op as usize] += 1;
                             }
                         }
                     }
                 }
-                Some(code) => *out.errors.entry(code).or_default() += 1,
+                Some(code) => {
+                    *out.errors.entry(code).or_default() += 1;
+                    // own: carry on from the seat's real state.
+                    script.pos = if booking.is_some() {
+                        script.cycle.len() - 1
+                    } else if held.is_empty() {
+                        0
+                    } else {
+                        1
+                    };
+                }
             },
             Err(e) => {
                 *out.errors.entry(format!("transport: {e}")).or_default() += 1;
