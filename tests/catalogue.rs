@@ -294,6 +294,12 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
         ids(&screenings(&mut c, json!({})).await),
         [s2.to_string(), s1.to_string()]
     );
+    // Exactly 31 days is allowed.
+    c.ok(
+        "get_screenings",
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z"}),
+    )
+    .await;
     // A cinema that does not exist: an empty list, not an error.
     for unknown in ["999999", "zzz", "", "01"] {
         assert_eq!(
@@ -313,6 +319,9 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
         json!({"from": 1_732_400_000_000_i64}),
         json!({"to": "soon"}),
         json!({"to": true}),
+        // Abuse limits: at most 31 days per request, so one answer stays small.
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:01Z"}),
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2031-01-01T00:00:00Z"}),
     ] {
         let f = c.request("get_screenings", data.clone()).await;
         assert_eq!(f["error"], "BAD_REQUEST", "{data}: {f}");

@@ -701,6 +701,13 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     let app = TestApp::spawn().await;
     let (scr, seats) = screening(&app.db, 20, 20, HOUR).await;
     let mut child = ChildReplica::start(&app.db, &[]).await;
+    // As an operator would for a load test from one address (PROTOCOL.md "Abuse limits").
+    app.db
+        .psql()
+        .await
+        .batch_execute(&format!("SELECT admin.set_registration_limit({USERS})"))
+        .await
+        .expect("set_registration_limit");
     let users = register_users(&app.server, "kill", USERS).await;
     let mut watcher = app.client().await;
     let snap = watcher
@@ -934,6 +941,13 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
     let app = TestApp::spawn().await;
     let (scr, seats) = screening(&app.db, 20, 20, HOUR).await;
     let mut child = ChildReplica::start(&app.db, &[]).await;
+    // As an operator would for a load test from one address (PROTOCOL.md "Abuse limits").
+    app.db
+        .psql()
+        .await
+        .batch_execute(&format!("SELECT admin.set_registration_limit({USERS})"))
+        .await
+        .expect("set_registration_limit");
     let users = register_users(&app.server, "term", USERS).await;
     let mut watcher = RawClient::connect(&child.ws_url(), None).await;
     let r = watcher

@@ -8,6 +8,7 @@
 //! writer pings every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
 //! latency-bound) and small tungstenite buffers (idle sockets stay cheap).
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use super::sessions::Control;
 use super::{upgrade, State};
 use crate::core::hub::{close, Outbound, PeerQueue};
 use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
+use crate::shared::address::client_address;
 use crate::shared::protocol::{
     error_frame, frame, parse_request, push_frame, ErrorCode, WireError, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -84,6 +86,14 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
     let Some(req) = upgrade::read(&mut stream, &state).await else {
         return;
     };
+    let Ok(peer_addr) = stream.peer_addr() else {
+        return;
+    };
+    let address = client_address(
+        peer_addr.ip(),
+        &req.forwarded_for,
+        &state.config.trusted_proxies,
+    );
     let check = match &req.token {
         None => TokenCheck::Invalid,
         Some(t) => authenticate(&state.db, &state.auth, t).await,
@@ -94,7 +104,7 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
     let socket =
         WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config()))
             .await;
-    connection(socket, state, check).await;
+    connection(socket, state, check, address).await;
 }
 
 /// True when the Origin header (if any) is allowed.
@@ -120,7 +130,7 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
     )
 }
 
-async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck) {
+async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, address: IpAddr) {
     let (peer, queue) = state.hub.register(state.send_queue);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     state
@@ -135,6 +145,7 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck) {
         peer: peer.clone(),
         user: None,
         candidates: Candidates::default(),
+        address,
     };
     let mut refuse = false;
     match check {

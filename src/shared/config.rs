@@ -16,6 +16,7 @@
 //! | `TOTP_KEY` | derived from `JWT_SECRET` | 64 hex chars, encrypts TOTP secrets at rest |
 //! | `TOTP_ISSUER` | Marquee | issuer in the otpauth URL |
 //! | `DB_POOL_SIZE` | 16 | pooled connections per replica |
+//! | `TRUSTED_PROXIES` | empty | comma-separated proxy addresses whose `X-Forwarded-For` names the client |
 //! | `RUST_LOG` | info | log filter (read by the CLI) |
 //!
 //! A bad value fails at start with one line naming the variable. Secrets are
@@ -84,6 +85,8 @@ pub struct Config {
     pub totp_key: Option<Secret>,
     pub totp_issuer: String,
     pub pool_size: usize,
+    /// Peers whose `X-Forwarded-For` is believed (per-address limits).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Config {
@@ -170,6 +173,12 @@ impl Config {
                 _ => return Err(bad("DB_POOL_SIZE", "must be a number from 1 to 1000")),
             },
         };
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(s) => {
+                crate::shared::address::parse_list(s).map_err(|e| bad("TRUSTED_PROXIES", e))?
+            }
+        };
         Ok(Self {
             database_url,
             migration_database_url,
@@ -184,6 +193,7 @@ impl Config {
             totp_key,
             totp_issuer,
             pool_size,
+            trusted_proxies,
         })
     }
 

@@ -324,6 +324,8 @@ pub struct Connect {
     pub bearer: Option<String>,
     pub origin: Option<String>,
     pub path: Option<String>,
+    /// An `X-Forwarded-For` header (believed when the server trusts 127.0.0.1).
+    pub forwarded_for: Option<String>,
 }
 
 impl Client {
@@ -532,6 +534,12 @@ pub async fn raw_connect_url(
     }
     if let Some(o) = &opts.origin {
         h.insert("origin", HeaderValue::from_str(o).expect("origin"));
+    }
+    if let Some(f) = &opts.forwarded_for {
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(f).expect("x-forwarded-for"),
+        );
     }
     let (ws, _) = tokio_tungstenite::connect_async(req).await?;
     Ok(ws)
