@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::controllers::{self, sessions::Sessions, State};
 use crate::core::db::Db;
-use crate::core::hub::{Hub, SEND_QUEUE};
+use crate::core::hub::{Hub, SEND_QUEUE_BYTES};
 use crate::core::listener::{Listener, ListenerEvent};
 use crate::core::metrics::Metrics;
 use crate::core::CoreError;
@@ -42,8 +42,11 @@ pub enum AppError {
 /// Options that tests tune; production uses the defaults.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Per-socket send queue, frames.
-    pub send_queue: usize,
+    /// Per-socket send queue, bytes.
+    pub send_queue_bytes: usize,
+    /// How long one write to a socket may take before the client counts as
+    /// not draining and is closed with 1013.
+    pub drain_timeout: Duration,
     /// Run the hold-expiry sweep.
     pub sweep_every: Option<Duration>,
     /// Apply migrations and `sql/` at start (as `MIGRATION_DATABASE_URL` when set).
@@ -53,7 +56,8 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            send_queue: SEND_QUEUE,
+            send_queue_bytes: SEND_QUEUE_BYTES,
+            drain_timeout: controllers::ws::DRAIN_TIMEOUT,
             sweep_every: Some(Duration::from_secs(1)),
             migrate: true,
         }
@@ -125,7 +129,8 @@ impl Server {
             metrics: metrics.clone(),
             sessions: Sessions::default(),
             shutdown: shutdown_rx.clone(),
-            send_queue: tuning.send_queue,
+            send_queue_bytes: tuning.send_queue_bytes,
+            drain_timeout: tuning.drain_timeout,
         });
 
         let mut background = vec![tokio::spawn(dispatch_events(events_rx, state.clone()))];

@@ -7,6 +7,12 @@
 //! over 64 KiB close with 1009; a peer silent for 60 s is dropped; the
 //! writer pings every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
 //! latency-bound) and small tungstenite buffers (idle sockets stay cheap).
+//!
+//! Slow readers: the send queue is bounded in bytes (`core::hub`). While it
+//! is full the reader reads no further request but keeps its timers
+//! (silence, session expiry, shutdown); the writer gives every write to the
+//! socket [`DRAIN_TIMEOUT`], and a client that does not take the bytes in
+//! that time is closed with 1013 and its memory freed.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -27,6 +33,7 @@ use super::dispatch::{self, Answer, ConnState, METHODS};
 use super::sessions::Control;
 use super::{upgrade, State};
 use crate::core::hub::{close, Outbound, PeerQueue};
+use crate::core::metrics::Metrics;
 use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
 use crate::shared::address::client_address;
 use crate::shared::protocol::{
@@ -39,6 +46,11 @@ use crate::shared::rate::{retry_after_secs, TokenBucket};
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// A peer silent this long is dropped.
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// One write to the socket (a batch of frames, a ping, the close frame)
+/// must finish within this, or the client is not draining its socket: it is
+/// closed with 1013. Half the silence limit, so a stuck socket never
+/// outlives the liveness rules.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames tungstenite buffers before we can see them; we enforce the
 /// contract's 64 KiB ourselves so the close code is exact.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
@@ -131,7 +143,7 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
 }
 
 async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, address: IpAddr) {
-    let (peer, queue) = state.hub.register(state.send_queue);
+    let (peer, queue) = state.hub.register(state.send_queue_bytes);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     state
         .metrics
@@ -139,7 +151,13 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, addres
         .fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
     let (done_tx, mut writer_done) = watch::channel(false);
-    let writer = tokio::spawn(writer(sink, queue, done_tx));
+    let writer = tokio::spawn(writer(
+        sink,
+        queue,
+        done_tx,
+        state.drain_timeout,
+        state.metrics.clone(),
+    ));
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
     let mut conn = ConnState {
         peer: peer.clone(),
@@ -159,11 +177,9 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, addres
         TokenCheck::Unavailable => refuse = true,
     }
     if refuse {
-        let _ = peer.send(Outbound::Close(close::TRY_AGAIN_LATER)).await;
+        let _ = peer.send(Outbound::Close(close::TRY_AGAIN_LATER));
     } else {
-        let _ = peer
-            .send(Outbound::Text(session_frame(&state, &conn)))
-            .await;
+        let _ = peer.send(Outbound::Text(session_frame(&state, &conn)));
         serve(
             &state,
             &mut conn,
@@ -202,7 +218,7 @@ async fn serve(
     let mut silence = tokio::time::interval(Duration::from_secs(5));
     let mut shutdown = state.shutdown.clone();
     if *shutdown.borrow() {
-        let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY)).await;
+        let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY));
         return;
     }
     loop {
@@ -216,15 +232,20 @@ async fn serve(
                 None => std::future::pending().await,
             }
         };
+        // A full queue: read nothing more until the writer drained it (or
+        // gave up on the client); every other event still counts.
+        let paused = conn.peer.is_full();
         enum Event {
             Frame(Option<Result<Message, WsError>>),
+            Drained,
             WriterDone,
             SessionEnded,
             Silent,
             Shutdown,
         }
         let event = tokio::select! {
-            msg = stream.next() => Event::Frame(msg),
+            msg = stream.next(), if !paused => Event::Frame(msg),
+            _ = conn.peer.drained(), if paused => Event::Drained,
             _ = writer_done.wait_for(|d| *d) => Event::WriterDone,
             Some(Control::SessionEnded) = ctl_rx.recv() => Event::SessionEnded,
             _ = until_expiry => Event::SessionEnded,
@@ -235,6 +256,7 @@ async fn serve(
         };
         let close_with = match event {
             Event::Frame(None) | Event::WriterDone => return,
+            Event::Drained => continue,
             Event::Frame(Some(Err(e))) => match e {
                 WsError::Capacity(_) => close::TOO_BIG,
                 // RFC 6455 §8.1: fail the connection, with 1007.
@@ -269,7 +291,7 @@ async fn serve(
             Event::Shutdown => close::GOING_AWAY,
         };
         // A graceful close: after what is queued, then wait for the writer.
-        let _ = conn.peer.send(Outbound::Close(close_with)).await;
+        let _ = conn.peer.send(Outbound::Close(close_with));
         let _ = tokio::time::timeout(Duration::from_secs(5), writer_done.wait_for(|d| *d)).await;
         return;
     }
@@ -282,10 +304,7 @@ async fn end_session(state: &State, conn: &mut ConnState) {
         return;
     };
     state.sessions.unregister(user.session, conn.peer.id);
-    let _ = conn
-        .peer
-        .send(Outbound::Text(session_frame(state, conn)))
-        .await;
+    let _ = conn.peer.send(Outbound::Text(session_frame(state, conn)));
     state.router.set_user(conn.peer.id, None);
 }
 
@@ -329,7 +348,6 @@ async fn on_frame(
         return conn
             .peer
             .send(Outbound::Text(error_frame(reply_kind, eid, &w)))
-            .await
             .is_ok();
     }
     let Some(Ok(req)) = parsed else {
@@ -338,10 +356,10 @@ async fn on_frame(
     let (answer, outcome) = dispatch::handle(state, conn, &req).await;
     state.metrics.request(label, outcome);
     match answer {
-        Answer::Frame(f) => conn.peer.send(Outbound::Text(f)).await.is_ok(),
+        Answer::Frame(f) => conn.peer.send(Outbound::Text(f)).is_ok(),
         Answer::Queued => true,
         Answer::LoggedOut(f) => {
-            let ok = conn.peer.send(Outbound::Text(f)).await.is_ok();
+            let ok = conn.peer.send(Outbound::Text(f)).is_ok();
             end_session(state, conn).await;
             ok
         }
@@ -351,48 +369,82 @@ async fn on_frame(
 type Sink = futures_util::stream::SplitSink<Socket, Message>;
 
 /// Drains the queue into the socket, batching what is ready into one flush.
-async fn writer(mut sink: Sink, mut queue: PeerQueue, done: watch::Sender<bool>) {
+/// Every write must finish within `drain`; a client that does not take the
+/// bytes in time is closed (1013) without waiting any longer.
+async fn writer(
+    mut sink: Sink,
+    mut queue: PeerQueue,
+    done: watch::Sender<bool>,
+    drain: Duration,
+    metrics: Arc<Metrics>,
+) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let closer = queue.closer.clone();
-    'outer: loop {
-        tokio::select! {
+    let stuck = loop {
+        let step = tokio::select! {
             biased;
-            code = closer.closed() => {
-                let _ = sink.send(close_message(code)).await;
-                break;
-            }
-            msg = queue.rx.recv() => {
-                let Some(mut msg) = msg else { break };
-                loop {
-                    match msg {
-                        Outbound::Close(code) => {
-                            let _ = sink.send(close_message(code)).await;
-                            break 'outer;
-                        }
-                        other => {
-                            if sink.feed(to_message(other)).await.is_err() {
-                                break 'outer;
-                            }
-                        }
-                    }
-                    match queue.rx.try_recv() {
-                        Ok(next) => msg = next,
-                        Err(_) => break,
-                    }
+            code = closer.closed() => Step::Close(code),
+            msg = queue.recv() => match msg {
+                Some(msg) => Step::Frames(msg),
+                None => break false,
+            },
+            _ = ping.tick() => Step::Ping,
+        };
+        match tokio::time::timeout(drain, write_step(&mut sink, &mut queue, step)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => break false,
+            Err(_) => break true,
+        }
+    };
+    if stuck {
+        // The close frame cannot get through a full socket; closing the TCP
+        // connection is the message. The reader sees the writer finish.
+        if closer.close(close::TRY_AGAIN_LATER) {
+            metrics
+                .slow_consumers_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    } else {
+        let _ = tokio::time::timeout(drain, sink.close()).await;
+    }
+    drop(sink);
+    let _ = done.send(true);
+}
+
+/// What the writer does next.
+enum Step {
+    Close(u16),
+    Frames(Outbound),
+    Ping,
+}
+
+/// One write to the socket; false when the connection is over.
+async fn write_step(sink: &mut Sink, queue: &mut PeerQueue, step: Step) -> Result<bool, WsError> {
+    match step {
+        Step::Close(code) => {
+            sink.send(close_message(code)).await?;
+            Ok(false)
+        }
+        Step::Ping => {
+            sink.send(Message::Ping(Bytes::new())).await?;
+            Ok(true)
+        }
+        Step::Frames(mut msg) => {
+            loop {
+                if let Outbound::Close(code) = msg {
+                    sink.send(close_message(code)).await?;
+                    return Ok(false);
                 }
-                if sink.flush().await.is_err() {
-                    break;
+                sink.feed(to_message(msg)).await?;
+                match queue.try_recv() {
+                    Some(next) => msg = next,
+                    None => break,
                 }
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break;
-                }
-            }
+            sink.flush().await?;
+            Ok(true)
         }
     }
-    let _ = sink.close().await;
-    let _ = done.send(true);
 }
 
 fn to_message(o: Outbound) -> Message {
