@@ -44,9 +44,6 @@ pub enum AppError {
 pub struct Tuning {
     /// Per-socket send queue, bytes.
     pub send_queue_bytes: usize,
-    /// How long one write to a socket may take before the client counts as
-    /// not draining and is closed with 1013.
-    pub drain_timeout: Duration,
     /// Run the hold-expiry sweep.
     pub sweep_every: Option<Duration>,
     /// Apply migrations and `sql/` at start (as `MIGRATION_DATABASE_URL` when set).
@@ -57,7 +54,6 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             send_queue_bytes: SEND_QUEUE_BYTES,
-            drain_timeout: controllers::ws::DRAIN_TIMEOUT,
             sweep_every: Some(Duration::from_secs(1)),
             migrate: true,
         }
@@ -117,6 +113,7 @@ impl Server {
         let http_addr = http.local_addr().map_err(CoreError::Io)?;
         let ws_addr = ws.local_addr().map_err(CoreError::Io)?;
         let replica_id = replica_id();
+        let drain_timeout = config.ws_drain_timeout;
         let state = Arc::new(State {
             origins: config.origins_for(http_addr.port()),
             config,
@@ -130,7 +127,7 @@ impl Server {
             sessions: Sessions::default(),
             shutdown: shutdown_rx.clone(),
             send_queue_bytes: tuning.send_queue_bytes,
-            drain_timeout: tuning.drain_timeout,
+            drain_timeout,
         });
 
         let mut background = vec![tokio::spawn(dispatch_events(events_rx, state.clone()))];

@@ -11,8 +11,9 @@
 //! Slow readers: the send queue is bounded in bytes (`core::hub`). While it
 //! is full the reader reads no further request but keeps its timers
 //! (silence, session expiry, shutdown); the writer gives every write to the
-//! socket [`DRAIN_TIMEOUT`], and a client that does not take the bytes in
-//! that time is closed with 1013 and its memory freed.
+//! socket `WS_DRAIN_TIMEOUT` (30 s: half the silence limit, so a stuck
+//! socket never outlives the liveness rules), and a client that does not
+//! take the bytes in that time is closed with 1013 and its memory freed.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -33,6 +34,7 @@ use super::dispatch::{self, Answer, ConnState, METHODS};
 use super::sessions::Control;
 use super::{upgrade, State};
 use crate::core::hub::{close, Outbound, PeerQueue};
+use crate::core::memory;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
 use crate::shared::address::client_address;
@@ -46,11 +48,6 @@ use crate::shared::rate::{retry_after_secs, TokenBucket};
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// A peer silent this long is dropped.
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
-/// One write to the socket (a batch of frames, a ping, the close frame)
-/// must finish within this, or the client is not draining its socket: it is
-/// closed with 1013. Half the silence limit, so a stuck socket never
-/// outlives the liveness rules.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames tungstenite buffers before we can see them; we enforce the
 /// contract's 64 KiB ourselves so the close code is exact.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
@@ -60,6 +57,12 @@ const TRANSPORT_LIMIT: usize = 1024 * 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// Bytes of queued frames tungstenite gathers before writing to the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
+/// The kernel's send buffer per socket (Linux doubles it). Left to
+/// autotuning it grows to megabytes for a client that stopped reading:
+/// memory outside our queue's bound, and megabytes of answers to produce
+/// before the drain deadline even starts. Pushes are small; 256 KiB in
+/// flight is 2.5 MB/s at a 100 ms round trip.
+const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 
 type Socket = WebSocketStream<TcpStream>;
 
@@ -95,6 +98,7 @@ pub async fn serve_listener(listener: TcpListener, state: Arc<State>) {
 
 async fn accept(mut stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
     let Some(req) = upgrade::read(&mut stream, &state).await else {
         return;
     };
@@ -151,6 +155,7 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, addres
         .fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
     let (done_tx, mut writer_done) = watch::channel(false);
+    let closer = queue.closer.clone();
     let writer = tokio::spawn(writer(
         sink,
         queue,
@@ -204,6 +209,13 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, addres
     // Let the writer flush a close frame, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer_done.wait_for(|d| *d)).await;
     writer.abort();
+    // Once the writer is gone, so is everything the socket had queued.
+    let _ = writer.await;
+    if closer.code() == Some(close::TRY_AGAIN_LATER) {
+        // A slow reader (or a refused token) is rare; what it had queued
+        // can be a megabyte, which the allocator would keep.
+        memory::release_freed();
+    }
 }
 
 async fn serve(

@@ -114,6 +114,11 @@ impl Closer {
         first
     }
 
+    /// The close code asked for, if any.
+    pub fn code(&self) -> Option<u16> {
+        Some(self.code.load(Ordering::Acquire)).filter(|c| *c != 0)
+    }
+
     /// Resolves with the close code once [`Closer::close`] was called.
     pub async fn closed(&self) -> u16 {
         loop {
@@ -149,7 +154,7 @@ impl Peer {
     /// connection (1013). Into an empty queue anything fits, so a snapshot
     /// of a big hall reaches a reader that keeps up.
     pub fn push(&self, msg: Outbound) -> Result<(), PushError> {
-        if self.closer.code.load(Ordering::Acquire) != 0 {
+        if self.closer.code().is_some() {
             // Closing already: nothing more is worth its memory.
             return Err(PushError::Closed);
         }

@@ -16,6 +16,7 @@
 //! | `TOTP_KEY` | derived from `JWT_SECRET` | 64 hex chars, encrypts TOTP secrets at rest |
 //! | `TOTP_ISSUER` | Marquee | issuer in the otpauth URL |
 //! | `DB_POOL_SIZE` | 16 | pooled connections per replica |
+//! | `WS_DRAIN_TIMEOUT` | 30 | seconds one write to a WebSocket may take before the client is closed with 1013 |
 //! | `TRUSTED_PROXIES` | empty | comma-separated proxy addresses whose `X-Forwarded-For` names the client |
 //! | `RUST_LOG` | info | log filter (read by the CLI) |
 //!
@@ -87,6 +88,8 @@ pub struct Config {
     pub pool_size: usize,
     /// Peers whose `X-Forwarded-For` is believed (per-address limits).
     pub trusted_proxies: Vec<IpAddr>,
+    /// How long one write to a WebSocket may take (a slow reader's deadline).
+    pub ws_drain_timeout: Duration,
 }
 
 impl Config {
@@ -179,6 +182,18 @@ impl Config {
                 crate::shared::address::parse_list(s).map_err(|e| bad("TRUSTED_PROXIES", e))?
             }
         };
+        let ws_drain_timeout = match get("WS_DRAIN_TIMEOUT") {
+            None => Duration::from_secs(30),
+            Some(s) => match s.parse::<u64>() {
+                Ok(n) if (1..=3600).contains(&n) => Duration::from_secs(n),
+                _ => {
+                    return Err(bad(
+                        "WS_DRAIN_TIMEOUT",
+                        "must be a number of seconds, 1 to 3600",
+                    ))
+                }
+            },
+        };
         Ok(Self {
             database_url,
             migration_database_url,
@@ -194,6 +209,7 @@ impl Config {
             totp_issuer,
             pool_size,
             trusted_proxies,
+            ws_drain_timeout,
         })
     }
 
