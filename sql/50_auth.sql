@@ -256,7 +256,7 @@ BEGIN
     -- reached, on several connections, must not all turn into users).
     v_retry := internal.registration_retry_after(p_address);
     IF v_retry IS NOT NULL THEN
-        RETURN QUERY SELECT 'rate_limited'::text, v_retry, NULL::bigint, NULL::uuid, NULL::timestamptz;
+        RETURN QUERY SELECT 'registration_limited'::text, v_retry, NULL::bigint, NULL::uuid, NULL::timestamptz;
         RETURN;
     END IF;
 
@@ -286,7 +286,7 @@ COMMENT ON FUNCTION api.auth_register(text, bytea, bigint, int, inet) IS
     'Records the outcome of a registration code checked against this connection''s candidate secret (p_secret, '
     'encrypted; null when the connection has none), sent from client address p_address. Outcomes in order: '
     'rate_limited (wrong codes per name and address or per address); invalid when p_secret is null (recorded); '
-    'rate_limited (registrations_per_hour reached by the address); taken when the username exists by now (not '
+    'registration_limited (with retry_after_s: registrations_per_hour reached by the address); taken when the username exists by now (not '
     'recorded); invalid when p_step is null (recorded); ok (user created with last_step = p_step, so the '
     'registration code cannot log in again, the registration recorded with its address, plus a session).';
 

@@ -705,7 +705,7 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     app.db
         .psql()
         .await
-        .batch_execute(&format!("SELECT admin.set_registration_limit({USERS})"))
+        .batch_execute("SELECT admin.set_registration_limit(0)")
         .await
         .expect("set_registration_limit");
     let users = register_users(&app.server, "kill", USERS).await;
@@ -945,7 +945,7 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
     app.db
         .psql()
         .await
-        .batch_execute(&format!("SELECT admin.set_registration_limit({USERS})"))
+        .batch_execute("SELECT admin.set_registration_limit(0)")
         .await
         .expect("set_registration_limit");
     let users = register_users(&app.server, "term", USERS).await;

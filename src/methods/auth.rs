@@ -237,7 +237,7 @@ pub async fn auth_start(
         return Ok(json!({"status": "user"}));
     }
     if let Some(retry_after_s) = store::registration_retry_after(ctx.db, ctx.address).await? {
-        return Err(ModelError::RateLimited { retry_after_s }.into());
+        return Err(ModelError::RegistrationLimited { retry_after_s }.into());
     }
     let secret = match candidates.live(&name) {
         Some(c) => c.secret.clone(),
@@ -370,6 +370,9 @@ pub async fn auth_verify(
         }
         Outcome::RateLimited { retry_after_s } => {
             Err(ModelError::RateLimited { retry_after_s }.into())
+        }
+        Outcome::RegistrationLimited { retry_after_s } => {
+            Err(ModelError::RegistrationLimited { retry_after_s }.into())
         }
     }
 }

@@ -36,7 +36,13 @@ pub enum Outcome {
     Ok(NewSession),
     Invalid,
     Taken,
-    RateLimited { retry_after_s: u64 },
+    RateLimited {
+        retry_after_s: u64,
+    },
+    /// The client address registered `registrations_per_hour` users already.
+    RegistrationLimited {
+        retry_after_s: u64,
+    },
 }
 
 /// The user behind a valid session.
@@ -72,6 +78,9 @@ fn outcome(r: &tokio_postgres::Row) -> Result<Outcome, ModelError> {
         "invalid" => Outcome::Invalid,
         "taken" => Outcome::Taken,
         "rate_limited" => Outcome::RateLimited {
+            retry_after_s: r.get::<_, Option<i32>>(1).unwrap_or(1).max(1) as u64,
+        },
+        "registration_limited" => Outcome::RegistrationLimited {
             retry_after_s: r.get::<_, Option<i32>>(1).unwrap_or(1).max(1) as u64,
         },
         other => {

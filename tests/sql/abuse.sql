@@ -38,7 +38,7 @@ SELECT is(api.registration_retry_after('10.0.0.1'), 3600,
           'with the limit reached, auth_start for a new name waits until the oldest registration is an hour old');
 SELECT is((SELECT row(r.outcome, r.retry_after_s, r.user_id)::text
              FROM api.auth_register('tap_reg3', '\xbeef'::bytea, 5, 60, '10.0.0.1') AS r),
-          row('rate_limited', 3600, NULL::bigint)::text,
+          row('registration_limited', 3600, NULL::bigint)::text,
           'a candidate handed out before the limit was reached cannot register past it');
 SELECT is((SELECT count(*)::int FROM users WHERE username = 'tap_reg3'), 0, 'and no user is created');
 SELECT is(api.registration_retry_after('10.0.0.2'), NULL, 'another address is not limited');
