@@ -396,11 +396,13 @@ async fn writer(
         let step = tokio::select! {
             biased;
             code = closer.closed() => Step::Close(code),
+            // Before the queue: a queue that is never empty must not starve
+            // the pings a quiet client answers to stay alive.
+            _ = ping.tick() => Step::Ping,
             msg = queue.recv() => match msg {
                 Some(msg) => Step::Frames(msg),
                 None => break false,
             },
-            _ = ping.tick() => Step::Ping,
         };
         match tokio::time::timeout(drain, write_step(&mut sink, &mut queue, step)).await {
             Ok(Ok(true)) => {}
