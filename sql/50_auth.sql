@@ -95,11 +95,16 @@ BEGIN
       FROM auth_failures AS f
      WHERE f.username = p_username
        AND f.failed_at > v_since;
-    SELECT coalesce(array_agg(f.failed_at), '{}')
-      INTO v_addr
-      FROM auth_failures AS f
-     WHERE f.address IS NOT DISTINCT FROM p_address
-       AND f.failed_at > v_since;
+    -- Two branches rather than IS NOT DISTINCT FROM, which no index serves.
+    IF p_address IS NULL THEN
+        SELECT coalesce(array_agg(f.failed_at), '{}') INTO v_addr
+          FROM auth_failures AS f
+         WHERE f.address IS NULL AND f.failed_at > v_since;
+    ELSE
+        SELECT coalesce(array_agg(f.failed_at), '{}') INTO v_addr
+          FROM auth_failures AS f
+         WHERE f.address = p_address AND f.failed_at > v_since;
+    END IF;
     -- Every limit that binds must have passed: the latest of their ends.
     RETURN (SELECT max(r)
               FROM unnest(ARRAY[
@@ -130,11 +135,16 @@ BEGIN
     IF v_limit = 0 THEN
         RETURN NULL;
     END IF;
+    -- Two branches rather than IS NOT DISTINCT FROM, which no index serves.
+    IF p_address IS NULL THEN
+        RETURN internal.window_retry_after(
+            ARRAY(SELECT r.registered_at FROM registrations AS r
+                   WHERE r.address IS NULL AND r.registered_at > now() - interval '1 hour'),
+            v_limit, interval '1 hour');
+    END IF;
     RETURN internal.window_retry_after(
-        ARRAY(SELECT r.registered_at
-                FROM registrations AS r
-               WHERE r.address IS NOT DISTINCT FROM p_address
-                 AND r.registered_at > now() - interval '1 hour'),
+        ARRAY(SELECT r.registered_at FROM registrations AS r
+               WHERE r.address = p_address AND r.registered_at > now() - interval '1 hour'),
         v_limit, interval '1 hour');
 END;
 $$;
