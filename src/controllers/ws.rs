@@ -268,7 +268,11 @@ async fn serve(
         };
         let close_with = match event {
             Event::Frame(None) | Event::WriterDone => return,
-            Event::Drained => continue,
+            // The client took our bytes: as alive as a frame from it.
+            Event::Drained => {
+                last_seen = Instant::now();
+                continue;
+            }
             Event::Frame(Some(Err(e))) => match e {
                 WsError::Capacity(_) => close::TOO_BIG,
                 // RFC 6455 §8.1: fail the connection, with 1007.

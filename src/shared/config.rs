@@ -282,6 +282,8 @@ mod tests {
         assert_eq!((c.port, c.ws_port), (3000, 3001));
         assert!(c.database_url.is_none() && c.jwt_secret.is_none());
         assert_eq!(c.origins_for(3000)[0], "http://localhost:3000");
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.ws_drain_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -294,6 +296,8 @@ mod tests {
             ("COOKIE_SECURE", "maybe"),
             ("TOTP_KEY", "abcd"),
             ("ALLOWED_ORIGINS", "not a url"),
+            ("TRUSTED_PROXIES", "10.0.0.1,nginx"),
+            ("WS_DRAIN_TIMEOUT", "0"),
         ] {
             let e = Config::from_vars(&vars(&[(k, v)])).unwrap_err();
             assert_eq!(e.var, k, "{k}={v}");
