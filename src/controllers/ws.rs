@@ -212,9 +212,10 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, addres
     // Once the writer is gone, so is everything the socket had queued.
     let _ = writer.await;
     if closer.code() == Some(close::TRY_AGAIN_LATER) {
-        // A slow reader (or a refused token) is rare; what it had queued
-        // can be a megabyte, which the allocator would keep.
-        memory::release_freed();
+        // A slow reader is rare; what it had queued can be a megabyte, which
+        // the allocator would keep. Trimming walks every arena: off the
+        // async workers.
+        let _ = tokio::task::spawn_blocking(memory::release_freed).await;
     }
 }
 
