@@ -121,11 +121,21 @@ RETURNS TABLE (
     seats_free   int,
     prices       jsonb
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    v_from timestamptz := coalesce(p_from, now());
+    v_to   timestamptz := coalesce(p_to, coalesce(p_from, now()) + interval '7 days');
+BEGIN
+    -- One answer stays small (PROTOCOL.md "Abuse limits"): a year of screenings was tens of kilobytes per request.
+    IF v_to - v_from > interval '31 days' THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'Ask for at most 31 days of screenings at a time.';
+    END IF;
+    RETURN QUERY
     SELECT sc.id, h.cinema_id, h.id, h.name,
            f.id, f.title, f.duration_min, f.age_rating,
            sc.starts_at, sc.price, sc.currency,
@@ -143,15 +153,17 @@ AS $$
             WHERE ss.screening_id = sc.id
            ) AS n
      WHERE (p_cinema IS NULL OR h.cinema_id = p_cinema)
-       AND sc.starts_at >= coalesce(p_from, now())
-       AND sc.starts_at <  coalesce(p_to, coalesce(p_from, now()) + interval '7 days')
-     ORDER BY sc.starts_at, sc.id
+       AND sc.starts_at >= v_from
+       AND sc.starts_at <  v_to
+     ORDER BY sc.starts_at, sc.id;
+END;
 $$;
 
 COMMENT ON FUNCTION api.get_screenings(bigint, timestamptz, timestamptz) IS
     'get_screenings: screenings with p_from <= starts_at < p_to (null p_cinema = all cinemas; null p_from = now, '
     'null p_to = p_from + 7 days), ordered by starts_at, id. seats_free counts free seats now: lapsed holds count '
-    'as free, blocked seats do not. prices: one price per seat kind (screening_prices, version 1.1).';
+    'as free, blocked seats do not. prices: one price per seat kind (screening_prices, version 1.1). '
+    'A window longer than 31 days raises MQ400 (BAD_REQUEST).';
 
 CREATE OR REPLACE FUNCTION api.screening_hall(p_screening bigint)
 RETURNS bigint

@@ -322,3 +322,49 @@ $$;
 COMMENT ON FUNCTION admin.set_max_hold_seconds(int) IS
     'Sets the longest a user may keep one seat by renewing: its expiry never passes the moment the user took it '
     'plus this many seconds (1 s to 7 days); applies to the next hold on every replica.';
+
+CREATE OR REPLACE FUNCTION admin.set_registration_limit(per_hour int)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF set_registration_limit.per_hour IS NULL OR set_registration_limit.per_hour NOT BETWEEN 0 AND 1000000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400',
+            MESSAGE = 'The registration limit must be between 0 (off) and 1000000 per hour.';
+    END IF;
+    INSERT INTO settings AS s (key, value) VALUES ('registrations_per_hour', set_registration_limit.per_hour)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+END;
+$$;
+
+COMMENT ON FUNCTION admin.set_registration_limit(int) IS
+    'Sets how many users one client address may register per hour (0 turns the limit off); applies to the next '
+    'auth_start on every replica. Registrations already made keep counting for their hour.';
+
+CREATE OR REPLACE FUNCTION admin.set_login_limits(per_name_address int, per_name int, per_address int)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF set_login_limits.per_name_address IS NULL OR set_login_limits.per_name_address NOT BETWEEN 1 AND 1000000
+       OR set_login_limits.per_name IS NULL OR set_login_limits.per_name NOT BETWEEN 1 AND 1000000
+       OR set_login_limits.per_address IS NULL OR set_login_limits.per_address NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400',
+            MESSAGE = 'Each wrong-code limit must be between 1 and 1000000 per 15 minutes.';
+    END IF;
+    INSERT INTO settings AS s (key, value) VALUES
+        ('login_failures_per_name_address', set_login_limits.per_name_address),
+        ('login_failures_per_name', set_login_limits.per_name),
+        ('login_failures_per_address', set_login_limits.per_address)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+END;
+$$;
+
+COMMENT ON FUNCTION admin.set_login_limits(int, int, int) IS
+    'Sets the wrong-code limits, each in a sliding 15 minutes: per username and client address, per username from '
+    'all addresses, per address over all usernames; applies to the next auth_verify on every replica. Failures '
+    'already recorded keep counting.';

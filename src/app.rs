@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::controllers::{self, sessions::Sessions, State};
 use crate::core::db::Db;
-use crate::core::hub::{Hub, SEND_QUEUE};
+use crate::core::hub::{Hub, SEND_QUEUE_BYTES};
 use crate::core::listener::{Listener, ListenerEvent};
 use crate::core::metrics::Metrics;
 use crate::core::CoreError;
@@ -42,8 +42,8 @@ pub enum AppError {
 /// Options that tests tune; production uses the defaults.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Per-socket send queue, frames.
-    pub send_queue: usize,
+    /// Per-socket send queue, bytes.
+    pub send_queue_bytes: usize,
     /// Run the hold-expiry sweep.
     pub sweep_every: Option<Duration>,
     /// Apply migrations and `sql/` at start (as `MIGRATION_DATABASE_URL` when set).
@@ -53,7 +53,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            send_queue: SEND_QUEUE,
+            send_queue_bytes: SEND_QUEUE_BYTES,
             sweep_every: Some(Duration::from_secs(1)),
             migrate: true,
         }
@@ -116,6 +116,7 @@ impl Server {
         let http_addr = http.local_addr().map_err(CoreError::Io)?;
         let ws_addr = ws.local_addr().map_err(CoreError::Io)?;
         let replica_id = replica_id();
+        let drain_timeout = config.ws_drain_timeout;
         let state = Arc::new(State {
             origins: config.origins_for(http_addr.port()),
             config,
@@ -128,7 +129,8 @@ impl Server {
             metrics: metrics.clone(),
             sessions: Sessions::default(),
             shutdown: shutdown_rx.clone(),
-            send_queue: tuning.send_queue,
+            send_queue_bytes: tuning.send_queue_bytes,
+            drain_timeout,
         });
 
         let mut background = vec![tokio::spawn(dispatch_events(events_rx, state.clone()))];

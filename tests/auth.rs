@@ -1352,3 +1352,228 @@ async fn sql_attempt_counting_and_the_sliding_window() {
     assert_eq!(sql_login(&pg, "sqlzed", None).await.0, "rate_limited");
     assert_eq!(sql_login(&pg, "sqldan", Some(12)).await.0, "ok");
 }
+
+// ---------------------------------------------------------------------------
+// Abuse limits (version 1.1): registrations per address, wrong codes per
+// name and address, per name, per address. The server trusts 127.0.0.1 as
+// a proxy, so each test client names its own address in X-Forwarded-For.
+// ---------------------------------------------------------------------------
+
+/// A server on a fresh database that believes X-Forwarded-For from 127.0.0.1.
+async fn behind_proxy() -> (marquee::app::Server, TestDb) {
+    let db = TestDb::new().await;
+    let mut config = config(&db);
+    config.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    let server = start(&db, config, Tuning::default()).await;
+    (server, db)
+}
+
+/// A client whose X-Forwarded-For is `xff`.
+async fn from(server: &marquee::app::Server, xff: &str) -> Client {
+    Client::connect_with(
+        server,
+        Connect {
+            forwarded_for: Some(xff.to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect")
+}
+
+async fn admin(db: &TestDb, sql: &str) {
+    db.psql().await.batch_execute(sql).await.expect(sql);
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_client_address() {
+    let (server, db) = behind_proxy().await;
+    admin(&db, "SELECT admin.set_registration_limit(2)").await;
+    let mut a = from(&server, "198.51.100.1").await;
+    register_full(&mut a, "reg_one").await;
+    register_full(&mut a, "reg_two").await;
+    assert_eq!(
+        db.scalar("SELECT string_agg(host(address), ',') FROM registrations")
+            .await
+            .as_deref(),
+        Some("198.51.100.1,198.51.100.1"),
+        "registrations are recorded with the client address"
+    );
+    let r = fails_with(
+        &mut a,
+        "auth_start",
+        json!({"username": "reg_three"}),
+        "RATE_LIMITED",
+    )
+    .await;
+    let retry = r["data"]["retry_after_s"].as_u64().expect("an integer");
+    assert!((3590..=3600).contains(&retry), "{r}");
+    // Existing names are still answered: logging in is not registering.
+    let s = a.ok("auth_start", json!({"username": "reg_one"})).await;
+    assert_eq!(s["status"], "user");
+    // Another connection from the same address is limited too; a forged
+    // entry left of the proxy's own does not help.
+    let mut forged = from(&server, "192.0.2.50, 198.51.100.1").await;
+    fails_with(
+        &mut forged,
+        "auth_start",
+        json!({"username": "reg_three"}),
+        "RATE_LIMITED",
+    )
+    .await;
+    // Another address is not.
+    let mut b = from(&server, "198.51.100.2").await;
+    start_candidate(&mut b, "reg_three").await;
+
+    // A server that trusts no proxy counts the TCP peer, whatever the header says.
+    let direct = start(&db, common::config(&db), Tuning::default()).await;
+    admin(&db, "SELECT admin.set_registration_limit(3)").await;
+    let mut d = Client::connect_with(
+        &direct,
+        Connect {
+            forwarded_for: Some("203.0.113.1".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    register_full(&mut d, "direct_one").await;
+    assert_eq!(
+        db.scalar("SELECT host(address) FROM registrations ORDER BY id DESC LIMIT 1")
+            .await
+            .as_deref(),
+        Some("127.0.0.1")
+    );
+
+    // 0 turns the limit off.
+    admin(&db, "SELECT admin.set_registration_limit(0)").await;
+    register_full(&mut a, "reg_four").await;
+}
+
+#[tokio::test]
+async fn a_candidate_from_before_the_limit_cannot_register_past_it() {
+    let (server, db) = behind_proxy().await;
+    admin(&db, "SELECT admin.set_registration_limit(1)").await;
+    let mut a = from(&server, "198.51.100.3").await;
+    let (_, secret) = start_candidate(&mut a, "early_two").await;
+    register_full(&mut a, "early_one").await;
+    let r = verify(&mut a, "early_two", &totp_code(&secret, 0)).await;
+    assert_eq!(r["error"], "RATE_LIMITED", "{r}");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM users WHERE username = 'early_two'")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_lock_the_owner_out_from_another_address() {
+    let (server, db) = behind_proxy().await;
+    let mut owner = from(&server, "203.0.113.1").await;
+    let (_, secret) = register_full(&mut owner, "olga").await;
+    let wrong = wrong_code(&secret);
+    let mut stranger = from(&server, "203.0.113.66").await;
+    for _ in 0..5 {
+        fails_with(
+            &mut stranger,
+            "auth_verify",
+            json!({"username": "olga", "code": wrong}),
+            "INVALID_CODE",
+        )
+        .await;
+    }
+    let r = fails_with(
+        &mut stranger,
+        "auth_verify",
+        json!({"username": "olga", "code": totp_code(&secret, 1)}),
+        "RATE_LIMITED",
+    )
+    .await;
+    assert!(r["data"]["retry_after_s"].as_u64().unwrap_or(0) > 0, "{r}");
+    // The owner, from her own address, logs in with her right code.
+    let ok = verify(&mut owner, "olga", &totp_code(&secret, 1)).await;
+    assert!(ok.get("error").is_none(), "{ok}");
+
+    // Per name over all addresses: with per_name 8, three more failures
+    // from a third address lock olga everywhere, her own address included.
+    admin(&db, "SELECT admin.set_login_limits(5, 8, 50)").await;
+    let mut third = from(&server, "203.0.113.67").await;
+    for _ in 0..3 {
+        fails_with(
+            &mut third,
+            "auth_verify",
+            json!({"username": "olga", "code": wrong}),
+            "INVALID_CODE",
+        )
+        .await;
+    }
+    fails_with(
+        &mut owner,
+        "auth_verify",
+        json!({"username": "olga", "code": totp_code(&secret, 1)}),
+        "RATE_LIMITED",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_address_guessing_many_names_is_locked_for_all_of_them() {
+    let (server, db) = behind_proxy().await;
+    admin(&db, "SELECT admin.set_login_limits(5, 20, 4)").await;
+    let mut guesser = from(&server, "192.0.2.7").await;
+    for i in 0..4 {
+        fails_with(
+            &mut guesser,
+            "auth_verify",
+            json!({"username": format!("guess{i}"), "code": "123456"}),
+            "INVALID_CODE",
+        )
+        .await;
+    }
+    fails_with(
+        &mut guesser,
+        "auth_verify",
+        json!({"username": "guess_new", "code": "123456"}),
+        "RATE_LIMITED",
+    )
+    .await;
+    // Another address guessing the same names is not affected.
+    let mut other = from(&server, "192.0.2.8").await;
+    fails_with(
+        &mut other,
+        "auth_verify",
+        json!({"username": "guess0", "code": "123456"}),
+        "INVALID_CODE",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn strangers_cannot_lock_a_name_before_it_is_registered() {
+    let (server, _db) = behind_proxy().await;
+    for addr in [
+        "192.0.2.20",
+        "192.0.2.21",
+        "192.0.2.22",
+        "192.0.2.23",
+        "192.0.2.24",
+    ] {
+        let mut s = from(&server, addr).await;
+        for _ in 0..5 {
+            fails_with(
+                &mut s,
+                "auth_verify",
+                json!({"username": "pia", "code": "123456"}),
+                "INVALID_CODE",
+            )
+            .await;
+        }
+    }
+    // 25 failures for "pia" from elsewhere: more than per_name (20), yet
+    // the owner registers the name and then logs in.
+    let mut owner = from(&server, "192.0.2.1").await;
+    let (_, secret) = register_full(&mut owner, "pia").await;
+    let ok = verify(&mut owner, "pia", &totp_code(&secret, 1)).await;
+    assert!(ok.get("error").is_none(), "{ok}");
+}

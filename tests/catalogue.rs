@@ -216,10 +216,12 @@ async fn get_screenings_default_window_is_now_to_seven_days_ordered_by_start() {
     // null filters count as absent.
     let got = ids(&screenings(&mut c, json!({"cinema_id": null, "from": null, "to": null})).await);
     assert_eq!(got, [h1, h1b, d2, d6].map(|i| i.to_string()));
-    // The others exist, they are just outside the window.
+    // The others exist, they are just outside the window (a window of at
+    // most 31 days, the abuse limit).
+    let from = Utc::now() - chrono::Duration::days(1);
     let all = ids(&screenings(
         &mut c,
-        json!({"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}),
+        json!({"from": from.to_rfc3339(), "to": (from + chrono::Duration::days(31)).to_rfc3339()}),
     )
     .await);
     assert_eq!(all, [past, h1, h1b, d2, d6, d7, d8].map(|i| i.to_string()));
@@ -274,7 +276,7 @@ async fn get_screenings_from_and_to_filter_from_inclusive_to_exclusive() {
     assert_eq!(get(json!({"from": z(ta), "to": z(ta)})).await, s(&[]));
     assert_eq!(get(json!({"from": z(tc), "to": z(ta)})).await, s(&[]));
     assert_eq!(
-        get(json!({"from": z(tc), "to": "2100-01-01T00:00:00Z"})).await,
+        get(json!({"from": z(tc), "to": z(tc + chrono::Duration::days(31))})).await,
         s(&[cc, d, e])
     );
 }
@@ -300,6 +302,12 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
         ids(&screenings(&mut c, json!({})).await),
         [s2.to_string(), s1.to_string()]
     );
+    // Exactly 31 days is allowed.
+    c.ok(
+        "get_screenings",
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z"}),
+    )
+    .await;
     // A cinema that does not exist: an empty list, not an error.
     for unknown in ["999999", "zzz", "", "01"] {
         assert_eq!(
@@ -319,6 +327,9 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
         json!({"from": 1_732_400_000_000_i64}),
         json!({"to": "soon"}),
         json!({"to": true}),
+        // Abuse limits: at most 31 days per request, so one answer stays small.
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:01Z"}),
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2031-01-01T00:00:00Z"}),
     ] {
         let f = c.request("get_screenings", data.clone()).await;
         assert_eq!(f["error"], "BAD_REQUEST", "{data}: {f}");

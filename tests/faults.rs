@@ -708,6 +708,13 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     let app = TestApp::spawn().await;
     let (scr, seats) = screening(&app.db, 20, 20, HOUR).await;
     let mut child = ChildReplica::start(&app.db, &[]).await;
+    // As an operator would for a load test from one address (PROTOCOL.md "Abuse limits").
+    app.db
+        .psql()
+        .await
+        .batch_execute("SELECT admin.set_registration_limit(0)")
+        .await
+        .expect("set_registration_limit");
     let users = register_users(&app.server, "kill", USERS).await;
     let mut watcher = app.client().await;
     let snap = watcher
@@ -941,6 +948,13 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
     let app = TestApp::spawn().await;
     let (scr, seats) = screening(&app.db, 20, 20, HOUR).await;
     let mut child = ChildReplica::start(&app.db, &[]).await;
+    // As an operator would for a load test from one address (PROTOCOL.md "Abuse limits").
+    app.db
+        .psql()
+        .await
+        .batch_execute("SELECT admin.set_registration_limit(0)")
+        .await
+        .expect("set_registration_limit");
     let users = register_users(&app.server, "term", USERS).await;
     let mut watcher = RawClient::connect(&child.ws_url(), None).await;
     let r = watcher
@@ -1212,4 +1226,146 @@ async fn a_silent_listen_connection_is_noticed_and_replaced() {
     assert_eq!(u["data"]["version"], r["version"]);
     assert_eq!(ready(server.http_addr).await.0, 200);
     server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Slow readers (PROTOCOL.md "Abuse limits"): clients that send requests and
+// never read must not pin memory, and must be closed.
+
+/// The resident memory of a process, KiB (`VmRSS` in /proc/<pid>/status).
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the child's /proc status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_slow_readers_are_closed_and_their_memory_returned() {
+    const READERS: usize = 20;
+    let db = TestDb::new().await;
+    // 240 screenings within 31 days in a small hall: one answer of
+    // get_screenings is about 80 KB, as in the review's reproduction.
+    db.psql()
+        .await
+        .batch_execute(
+            "WITH ci AS (SELECT admin.create_cinema('Slow', 'Testville', '1 Test Street', 'Europe/Berlin') AS id),
+                  h AS (SELECT admin.create_hall((SELECT id FROM ci), 'Hall', 1, 2) AS id),
+                  f AS (SELECT admin.create_film('A film with a reasonably long title', 120, '12') AS id)
+             SELECT admin.create_screening((SELECT id FROM h), (SELECT id FROM f),
+                                           now() + make_interval(hours => 1 + 3 * i), 1250, 'EUR')
+               FROM generate_series(0, 239) AS i",
+        )
+        .await
+        .expect("screenings");
+    // A shorter drain deadline than production's 30 s keeps the test short;
+    // the 70 s bound below holds with the default too.
+    let child = ChildReplica::start(&db, &[("WS_DRAIN_TIMEOUT", "10")]).await;
+    let pid = child.pid();
+    let from = chrono::Utc::now();
+    let window = json!({
+        "from": from.to_rfc3339(),
+        "to": (from + chrono::Duration::days(31)).to_rfc3339(),
+    });
+
+    // A reader that reads: warms up the pool and the allocator, and shows
+    // the answer's size.
+    let mut warm = RawClient::connect(&child.ws_url(), None).await;
+    let mut answer = 0;
+    for _ in 0..20 {
+        let r = warm
+            .request("get_screenings", window.clone())
+            .await
+            .expect("an answer");
+        answer = r.to_string().len();
+    }
+    assert!(
+        answer > 60_000,
+        "answers are big enough to matter: {answer} bytes"
+    );
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss_kib(pid);
+
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..READERS {
+        // A small receive buffer, as an attacker would choose: the server
+        // meets the full socket after a few answers instead of megabytes.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+        let tcp = socket.connect(child.ws).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(child.ws_url(), tcp)
+            .await
+            .expect("upgrade");
+        let (mut sink, stream) = futures_util::StreamExt::split(ws);
+        let window = window.clone();
+        senders.push(tokio::spawn(async move {
+            // Never read: keep the read half alive but unpolled.
+            let _stream = stream;
+            let mut i = 0u64;
+            loop {
+                i += 1;
+                let frame =
+                    json!({"type": "get_screenings", "eid": format!("s{i}"), "data": window});
+                // Well within the per-connection rate limit (50/s), so every
+                // request gets a full answer.
+                let sent = futures_util::SinkExt::send(&mut sink, Message::text(frame.to_string()));
+                match tokio::time::timeout(Duration::from_secs(1), sent).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    // Blocked: the server stopped reading us. Keep trying.
+                    Err(_) => continue,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+
+    // Every slow reader is closed within 70 s, while its memory stays bounded.
+    let mut peak = baseline;
+    let mut open = READERS as f64;
+    while started.elapsed() < Duration::from_secs(70) {
+        peak = peak.max(rss_kib(pid));
+        open = metric(&metrics(child.http).await, "marquee_connections").unwrap_or(-1.0);
+        if open == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let closed_after = started.elapsed();
+    for s in &senders {
+        s.abort();
+    }
+    let body = metrics(child.http).await;
+    eprintln!(
+        "slow readers: baseline {baseline} KiB, peak {peak} KiB, closed after {closed_after:?}, \
+         slow consumers {:?}",
+        metric(&body, "marquee_slow_consumers_closed_total")
+    );
+    assert_eq!(
+        open, 0.0,
+        "{open} slow readers still open after {closed_after:?} (peak RSS {peak} KiB, baseline {baseline} KiB)"
+    );
+    assert_eq!(
+        metric(&body, "marquee_slow_consumers_closed_total"),
+        Some(READERS as f64),
+        "each slow reader is closed as one (1013)"
+    );
+    // 1 MiB of queue and one answer per socket: 20 sockets stay far below
+    // the 11-15 MiB each that a queue of 256 answers pinned.
+    assert!(
+        peak < baseline + 64 * 1024,
+        "peak RSS {peak} KiB against a baseline of {baseline} KiB"
+    );
+    // And the memory comes back once they are closed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    eprintln!("slow readers: RSS {after} KiB after they closed");
+    assert!(
+        after < baseline + 8 * 1024,
+        "RSS {after} KiB after the slow readers closed, baseline {baseline} KiB (peak {peak} KiB)"
+    );
 }

@@ -1047,7 +1047,7 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
         &db,
         config(&db),
         Tuning {
-            send_queue: 4,
+            send_queue_bytes: 256 * 1024,
             ..Default::default()
         },
     )

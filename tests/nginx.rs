@@ -3,7 +3,9 @@
 //! HTTP and WebSocket on one origin, the session frame and pushes through
 //! the proxy, both replicas used, the browser's cookie login through it, the
 //! Origin check still effective, `/metrics` kept private, and a replica
-//! that shuts down is left for the other one.
+//! that shuts down is left for the other one. With `TRUSTED_PROXIES` set to
+//! nginx's address, the per-address limits see each client's own address
+//! (its `X-Forwarded-For` entry), not nginx's and not one it forged.
 //!
 //! nginx must be installed (`apt-get install nginx`; `.ci/run` does it):
 //! without it this test fails with one line saying so (`common::prereq`),
@@ -412,4 +414,64 @@ async fn websockets_pass_through_the_shipped_nginx_config() {
     assert_eq!(status, 200);
     drop(nginx);
     a.shutdown().await;
+}
+
+/// A client of the proxy connecting from `source`, optionally with its own
+/// (forged) X-Forwarded-For.
+async fn client_from(ws_url: &str, source: &str, forged: Option<&str>) -> Client {
+    Client::connect_url(
+        ws_url,
+        Connect {
+            source: Some(source.parse().expect("ip")),
+            forwarded_for: forged.map(str::to_owned),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("upgrade through nginx")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_with_trusted_proxies_each_client_counts_as_its_own_address() {
+    nginx_bin();
+    let port = free_port();
+    let db = TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.allowed_origins = Some(vec![format!("http://127.0.0.1:{port}")]);
+    // nginx reaches the replica from 127.0.0.1; clients come from 127.0.0.2 and 127.0.0.3.
+    cfg.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    let a = start(&db, cfg, Tuning::default()).await;
+    let _nginx = start_nginx(port, &[&a]).await;
+    let ws_url = format!("ws://127.0.0.1:{port}/");
+    db.psql()
+        .await
+        .batch_execute("SELECT admin.set_registration_limit(1)")
+        .await
+        .expect("set_registration_limit");
+
+    let mut first = client_from(&ws_url, "127.0.0.2", None).await;
+    register(&mut first, "proxied_one").await;
+    assert_eq!(
+        db.scalar("SELECT host(address) FROM registrations")
+            .await
+            .as_deref(),
+        Some("127.0.0.2"),
+        "the registration is counted against the client, not nginx"
+    );
+    let r = first
+        .request("auth_start", json!({"username": "proxied_two"}))
+        .await;
+    assert_eq!(r["error"], "RATE_LIMITED", "{r}");
+    // A header the client writes itself is left of nginx's entry: no escape.
+    let mut forged = client_from(&ws_url, "127.0.0.2", Some("198.51.100.77")).await;
+    let r = forged
+        .request("auth_start", json!({"username": "proxied_two"}))
+        .await;
+    assert_eq!(r["error"], "RATE_LIMITED", "{r}");
+    // Another client of the same proxy is not limited.
+    let mut other = client_from(&ws_url, "127.0.0.3", None).await;
+    let s = other
+        .ok("auth_start", json!({"username": "proxied_two"}))
+        .await;
+    assert_eq!(s["status"], "candidate");
 }

@@ -690,11 +690,18 @@ async function loadBookings() {
 async function describeBookings() {
   const unknown = state.bookings.filter((b) => !state.screeningInfo.has(b.screening_id));
   if (!unknown.length) return;
-  const from = new Date(Math.min(...unknown.map((b) => Date.parse(b.created_at)))).toISOString();
-  const to = new Date(Date.now() + 60 * 24 * 3600 * 1000).toISOString();
+  const day = 24 * 3600 * 1000;
+  const from = Math.min(...unknown.map((b) => Date.parse(b.created_at)));
+  const to = Date.now() + 60 * day;
   try {
-    const { screenings } = await client.request('get_screenings', { from, to });
-    for (const s of screenings) state.screeningInfo.set(s.id, s);
+    // The server answers at most 31 days per request: ask window by window.
+    for (let t = from; t < to; t += 31 * day) {
+      const { screenings } = await client.request('get_screenings', {
+        from: new Date(t).toISOString(),
+        to: new Date(Math.min(t + 31 * day, to)).toISOString(),
+      });
+      for (const s of screenings) state.screeningInfo.set(s.id, s);
+    }
     renderBookings();
   } catch { /* the list still works without titles */ }
 }

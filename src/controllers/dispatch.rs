@@ -3,6 +3,8 @@
 //! rate limit come before this, parameter errors before login, login before
 //! lookups.
 
+use std::net::IpAddr;
+
 use serde_json::Value;
 
 use super::errors;
@@ -38,6 +40,8 @@ pub struct ConnState {
     pub peer: Peer,
     pub user: Option<CurrentUser>,
     pub candidates: Candidates,
+    /// The client address per-address limits count against.
+    pub address: IpAddr,
 }
 
 /// What the connection must do after a request.
@@ -58,6 +62,7 @@ pub async fn handle(state: &State, conn: &mut ConnState, req: &Request) -> (Answ
         db: &state.db,
         auth: &state.auth,
         user: conn.user.as_ref(),
+        address: conn.address,
     };
     let result: Result<Value, Fail> = match kind {
         "ping" => Ok(Value::Object(Default::default())),

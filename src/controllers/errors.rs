@@ -70,6 +70,11 @@ fn model(e: &ModelError) -> WireError {
             "too many failed attempts, try again later",
         )
         .with("retry_after_s", *retry_after_s),
+        ModelError::RegistrationLimited { retry_after_s } => WireError::new(
+            ErrorCode::RateLimited,
+            "too many new accounts from your address, try again later",
+        )
+        .with("retry_after_s", *retry_after_s),
         ModelError::Unavailable(cause) => unavailable(cause),
         ModelError::Internal(cause) => internal(cause),
     }

@@ -40,6 +40,8 @@ pub struct State {
     pub origins: Vec<String>,
     /// Flips to true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
-    /// Per-connection send queue length.
-    pub send_queue: usize,
+    /// Per-connection send queue, bytes.
+    pub send_queue_bytes: usize,
+    /// How long one write to a socket may take (then 1013).
+    pub drain_timeout: std::time::Duration,
 }

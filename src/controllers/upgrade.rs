@@ -30,6 +30,9 @@ pub struct Request {
     key: String,
     /// Bytes read past the request head (frames a client sent early).
     pub leftover: Vec<u8>,
+    /// The `X-Forwarded-For` values, in order (believed only from a trusted
+    /// proxy: `shared::address`).
+    pub forwarded_for: Vec<String>,
 }
 
 /// Reads and checks the request head; answers and returns `None` when it
@@ -156,5 +159,6 @@ fn check(head: &[u8], state: &State) -> Result<Request, Refusal> {
         token: cookie.or_else(bearer),
         key,
         leftover: head[len..].to_vec(),
+        forwarded_for: header("x-forwarded-for").map(str::to_owned).collect(),
     })
 }

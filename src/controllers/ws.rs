@@ -7,7 +7,15 @@
 //! over 64 KiB close with 1009; a peer silent for 60 s is dropped; the
 //! writer pings every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
 //! latency-bound) and small tungstenite buffers (idle sockets stay cheap).
+//!
+//! Slow readers: the send queue is bounded in bytes (`core::hub`). While it
+//! is full the reader reads no further request but keeps its timers
+//! (silence, session expiry, shutdown); the writer gives every write to the
+//! socket `WS_DRAIN_TIMEOUT` (30 s: half the silence limit, so a stuck
+//! socket never outlives the liveness rules), and a client that does not
+//! take the bytes in that time is closed with 1013 and its memory freed.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +34,10 @@ use super::dispatch::{self, Answer, ConnState, METHODS};
 use super::sessions::Control;
 use super::{upgrade, State};
 use crate::core::hub::{close, Outbound, PeerQueue};
+use crate::core::memory;
+use crate::core::metrics::Metrics;
 use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
+use crate::shared::address::client_address;
 use crate::shared::protocol::{
     error_frame, frame, parse_request, push_frame, ErrorCode, WireError, FEATURES, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -46,6 +57,12 @@ const TRANSPORT_LIMIT: usize = 1024 * 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// Bytes of queued frames tungstenite gathers before writing to the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
+/// The kernel's send buffer per socket (Linux doubles it). Left to
+/// autotuning it grows to megabytes for a client that stopped reading:
+/// memory outside our queue's bound, and megabytes of answers to produce
+/// before the drain deadline even starts. Pushes are small; 256 KiB in
+/// flight is 2.5 MB/s at a 100 ms round trip.
+const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 
 type Socket = WebSocketStream<TcpStream>;
 
@@ -81,9 +98,18 @@ pub async fn serve_listener(listener: TcpListener, state: Arc<State>) {
 
 async fn accept(mut stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
     let Some(req) = upgrade::read(&mut stream, &state).await else {
         return;
     };
+    let Ok(peer_addr) = stream.peer_addr() else {
+        return;
+    };
+    let address = client_address(
+        peer_addr.ip(),
+        &req.forwarded_for,
+        &state.config.trusted_proxies,
+    );
     let check = match &req.token {
         None => TokenCheck::Invalid,
         Some(t) => authenticate(&state.db, &state.auth, t).await,
@@ -94,7 +120,7 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
     let socket =
         WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config()))
             .await;
-    connection(socket, state, check).await;
+    connection(socket, state, check, address).await;
 }
 
 /// True when the Origin header (if any) is allowed.
@@ -121,8 +147,8 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
     )
 }
 
-async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck) {
-    let (peer, queue) = state.hub.register(state.send_queue);
+async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, address: IpAddr) {
+    let (peer, queue) = state.hub.register(state.send_queue_bytes);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     state
         .metrics
@@ -130,12 +156,20 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck) {
         .fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
     let (done_tx, mut writer_done) = watch::channel(false);
-    let writer = tokio::spawn(writer(sink, queue, done_tx));
+    let closer = queue.closer.clone();
+    let writer = tokio::spawn(writer(
+        sink,
+        queue,
+        done_tx,
+        state.drain_timeout,
+        state.metrics.clone(),
+    ));
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
     let mut conn = ConnState {
         peer: peer.clone(),
         user: None,
         candidates: Candidates::default(),
+        address,
     };
     let mut refuse = false;
     match check {
@@ -149,11 +183,9 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck) {
         TokenCheck::Unavailable => refuse = true,
     }
     if refuse {
-        let _ = peer.send(Outbound::Close(close::TRY_AGAIN_LATER)).await;
+        let _ = peer.send(Outbound::Close(close::TRY_AGAIN_LATER));
     } else {
-        let _ = peer
-            .send(Outbound::Text(session_frame(&state, &conn)))
-            .await;
+        let _ = peer.send(Outbound::Text(session_frame(&state, &conn)));
         serve(
             &state,
             &mut conn,
@@ -178,6 +210,14 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck) {
     // Let the writer flush a close frame, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer_done.wait_for(|d| *d)).await;
     writer.abort();
+    // Once the writer is gone, so is everything the socket had queued.
+    let _ = writer.await;
+    if closer.code() == Some(close::TRY_AGAIN_LATER) {
+        // A slow reader is rare; what it had queued can be a megabyte, which
+        // the allocator would keep. Trimming walks every arena: off the
+        // async workers.
+        let _ = tokio::task::spawn_blocking(memory::release_freed).await;
+    }
 }
 
 async fn serve(
@@ -192,7 +232,7 @@ async fn serve(
     let mut silence = tokio::time::interval(Duration::from_secs(5));
     let mut shutdown = state.shutdown.clone();
     if *shutdown.borrow() {
-        let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY)).await;
+        let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY));
         return;
     }
     loop {
@@ -206,15 +246,20 @@ async fn serve(
                 None => std::future::pending().await,
             }
         };
+        // A full queue: read nothing more until the writer drained it (or
+        // gave up on the client); every other event still counts.
+        let paused = conn.peer.is_full();
         enum Event {
             Frame(Option<Result<Message, WsError>>),
+            Drained,
             WriterDone,
             SessionEnded,
             Silent,
             Shutdown,
         }
         let event = tokio::select! {
-            msg = stream.next() => Event::Frame(msg),
+            msg = stream.next(), if !paused => Event::Frame(msg),
+            _ = conn.peer.drained(), if paused => Event::Drained,
             _ = writer_done.wait_for(|d| *d) => Event::WriterDone,
             Some(Control::SessionEnded) = ctl_rx.recv() => Event::SessionEnded,
             _ = until_expiry => Event::SessionEnded,
@@ -225,6 +270,11 @@ async fn serve(
         };
         let close_with = match event {
             Event::Frame(None) | Event::WriterDone => return,
+            // The client took our bytes: as alive as a frame from it.
+            Event::Drained => {
+                last_seen = Instant::now();
+                continue;
+            }
             Event::Frame(Some(Err(e))) => match e {
                 WsError::Capacity(_) => close::TOO_BIG,
                 // RFC 6455 §8.1: fail the connection, with 1007.
@@ -259,7 +309,7 @@ async fn serve(
             Event::Shutdown => close::GOING_AWAY,
         };
         // A graceful close: after what is queued, then wait for the writer.
-        let _ = conn.peer.send(Outbound::Close(close_with)).await;
+        let _ = conn.peer.send(Outbound::Close(close_with));
         let _ = tokio::time::timeout(Duration::from_secs(5), writer_done.wait_for(|d| *d)).await;
         return;
     }
@@ -272,10 +322,7 @@ async fn end_session(state: &State, conn: &mut ConnState) {
         return;
     };
     state.sessions.unregister(user.session, conn.peer.id);
-    let _ = conn
-        .peer
-        .send(Outbound::Text(session_frame(state, conn)))
-        .await;
+    let _ = conn.peer.send(Outbound::Text(session_frame(state, conn)));
     state.router.set_user(conn.peer.id, None);
 }
 
@@ -319,7 +366,6 @@ async fn on_frame(
         return conn
             .peer
             .send(Outbound::Text(error_frame(reply_kind, eid, &w)))
-            .await
             .is_ok();
     }
     let Some(Ok(req)) = parsed else {
@@ -328,10 +374,10 @@ async fn on_frame(
     let (answer, outcome) = dispatch::handle(state, conn, &req).await;
     state.metrics.request(label, outcome);
     match answer {
-        Answer::Frame(f) => conn.peer.send(Outbound::Text(f)).await.is_ok(),
+        Answer::Frame(f) => conn.peer.send(Outbound::Text(f)).is_ok(),
         Answer::Queued => true,
         Answer::LoggedOut(f) => {
-            let ok = conn.peer.send(Outbound::Text(f)).await.is_ok();
+            let ok = conn.peer.send(Outbound::Text(f)).is_ok();
             end_session(state, conn).await;
             ok
         }
@@ -341,48 +387,84 @@ async fn on_frame(
 type Sink = futures_util::stream::SplitSink<Socket, Message>;
 
 /// Drains the queue into the socket, batching what is ready into one flush.
-async fn writer(mut sink: Sink, mut queue: PeerQueue, done: watch::Sender<bool>) {
+/// Every write must finish within `drain`; a client that does not take the
+/// bytes in time is closed (1013) without waiting any longer.
+async fn writer(
+    mut sink: Sink,
+    mut queue: PeerQueue,
+    done: watch::Sender<bool>,
+    drain: Duration,
+    metrics: Arc<Metrics>,
+) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let closer = queue.closer.clone();
-    'outer: loop {
-        tokio::select! {
+    let stuck = loop {
+        let step = tokio::select! {
             biased;
-            code = closer.closed() => {
-                let _ = sink.send(close_message(code)).await;
-                break;
-            }
-            msg = queue.rx.recv() => {
-                let Some(mut msg) = msg else { break };
-                loop {
-                    match msg {
-                        Outbound::Close(code) => {
-                            let _ = sink.send(close_message(code)).await;
-                            break 'outer;
-                        }
-                        other => {
-                            if sink.feed(to_message(other)).await.is_err() {
-                                break 'outer;
-                            }
-                        }
-                    }
-                    match queue.rx.try_recv() {
-                        Ok(next) => msg = next,
-                        Err(_) => break,
-                    }
+            code = closer.closed() => Step::Close(code),
+            // Before the queue: a queue that is never empty must not starve
+            // the pings a quiet client answers to stay alive.
+            _ = ping.tick() => Step::Ping,
+            msg = queue.recv() => match msg {
+                Some(msg) => Step::Frames(msg),
+                None => break false,
+            },
+        };
+        match tokio::time::timeout(drain, write_step(&mut sink, &mut queue, step)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => break false,
+            Err(_) => break true,
+        }
+    };
+    if stuck {
+        // The close frame cannot get through a full socket; closing the TCP
+        // connection is the message. The reader sees the writer finish.
+        if closer.close(close::TRY_AGAIN_LATER) {
+            metrics
+                .slow_consumers_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    } else {
+        let _ = tokio::time::timeout(drain, sink.close()).await;
+    }
+    drop(sink);
+    let _ = done.send(true);
+}
+
+/// What the writer does next.
+enum Step {
+    Close(u16),
+    Frames(Outbound),
+    Ping,
+}
+
+/// One write to the socket; false when the connection is over.
+async fn write_step(sink: &mut Sink, queue: &mut PeerQueue, step: Step) -> Result<bool, WsError> {
+    match step {
+        Step::Close(code) => {
+            sink.send(close_message(code)).await?;
+            Ok(false)
+        }
+        Step::Ping => {
+            sink.send(Message::Ping(Bytes::new())).await?;
+            Ok(true)
+        }
+        Step::Frames(mut msg) => {
+            loop {
+                if let Outbound::Close(code) = msg {
+                    sink.send(close_message(code)).await?;
+                    return Ok(false);
                 }
-                if sink.flush().await.is_err() {
-                    break;
+                sink.feed(to_message(msg)).await?;
+                match queue.try_recv() {
+                    Some(next) => msg = next,
+                    None => break,
                 }
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break;
-                }
-            }
+            sink.flush().await?;
+            Ok(true)
         }
     }
-    let _ = sink.close().await;
-    let _ = done.send(true);
 }
 
 fn to_message(o: Outbound) -> Message {

@@ -1,14 +1,23 @@
 //! The socket hub: every open connection's outbound queue and close signal.
 //!
-//! Each socket has a bounded queue drained by its own writer task. Pushes
-//! are queued with `try_send` and never wait: a subscriber whose queue is
-//! full cannot keep up and is closed with 1013 instead of growing memory.
+//! Each socket has a queue drained by its own writer task, bounded in bytes
+//! (what a slow reader pins in memory is what matters, and one answer can
+//! be a hundred times another). Nothing that queues ever waits:
+//!
+//! * a push that does not fit closes the subscriber with 1013: it cannot
+//!   keep up, and dropping pushes silently would corrupt its hall view;
+//! * a response is always queued (the reader sends at most one before it
+//!   looks again), and the connection's reader reads no further request
+//!   while the queue is full ([`Peer::is_full`], [`Peer::drained`]), so a
+//!   client that floods requests without reading stops itself, while the
+//!   reader keeps running its timers.
+//!
 //! Pushes carry their `data` JSON in an `Arc`, serialized once for all
 //! subscribers; only the `eid` differs per socket and is spliced in by the
 //! writer. No lock here is held across an await.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
@@ -16,8 +25,13 @@ use tokio::sync::{mpsc, Notify};
 /// Identifies one connection within this replica.
 pub type ConnId = u64;
 
-/// Frames waiting in a socket's queue before the writer task sends them.
-pub const SEND_QUEUE: usize = 256;
+/// Bytes of frames a socket's queue holds before the writer sends them
+/// (PROTOCOL.md "Abuse limits": 1 MiB per socket).
+pub const SEND_QUEUE_BYTES: usize = 1024 * 1024;
+
+/// What a queued frame costs beyond its text: the queue entry, the `eid`
+/// and the envelope the writer adds. Also bounds the number of tiny frames.
+const FRAME_OVERHEAD: usize = 64;
 
 /// Close codes used by the server.
 pub mod close {
@@ -59,6 +73,27 @@ pub enum Outbound {
     Close(u16),
 }
 
+impl Outbound {
+    /// Bytes this frame counts against its socket's queue.
+    fn cost(&self) -> usize {
+        FRAME_OVERHEAD
+            + match self {
+                Outbound::Text(s) => s.len(),
+                Outbound::Push { push, eid } => push.data.len() + eid.len(),
+                Outbound::Close(_) => 0,
+            }
+    }
+}
+
+/// The byte count of one socket's queue, shared by its senders and writer.
+#[derive(Debug)]
+struct Budget {
+    queued: AtomicUsize,
+    limit: usize,
+    /// Woken when the queue drops below `limit` again.
+    drained: Notify,
+}
+
 /// Asks a connection to close with a code; the first code wins.
 #[derive(Debug, Default)]
 pub struct Closer {
@@ -79,6 +114,11 @@ impl Closer {
         first
     }
 
+    /// The close code asked for, if any.
+    pub fn code(&self) -> Option<u16> {
+        Some(self.code.load(Ordering::Acquire)).filter(|c| *c != 0)
+    }
+
     /// Resolves with the close code once [`Closer::close`] was called.
     pub async fn closed(&self) -> u16 {
         loop {
@@ -95,8 +135,9 @@ impl Closer {
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub id: ConnId,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::UnboundedSender<Outbound>,
     closer: Arc<Closer>,
+    budget: Arc<Budget>,
 }
 
 /// Why a frame was not queued.
@@ -109,27 +150,62 @@ pub enum PushError {
 }
 
 impl Peer {
-    /// Queues without waiting; a full queue closes the connection (1013).
+    /// Queues a push without waiting; one that does not fit closes the
+    /// connection (1013). Into an empty queue anything fits, so a snapshot
+    /// of a big hall reaches a reader that keeps up.
     pub fn push(&self, msg: Outbound) -> Result<(), PushError> {
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // Only the push that overflowed reports the slow consumer
-                // (it is counted once); later ones find it already closing.
-                if self.closer.close(close::TRY_AGAIN_LATER) {
-                    Err(PushError::SlowConsumer)
-                } else {
-                    Err(PushError::Closed)
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
+        if self.closer.code().is_some() {
+            // Closing already: nothing more is worth its memory.
+            return Err(PushError::Closed);
         }
+        let cost = msg.cost();
+        let before = self.budget.queued.fetch_add(cost, Ordering::AcqRel);
+        if before > 0 && before + cost > self.budget.limit {
+            self.budget.queued.fetch_sub(cost, Ordering::AcqRel);
+            // Only the push that overflowed reports the slow consumer
+            // (it is counted once); later ones find it already closing.
+            return if self.closer.close(close::TRY_AGAIN_LATER) {
+                Err(PushError::SlowConsumer)
+            } else {
+                Err(PushError::Closed)
+            };
+        }
+        self.enqueue(msg, cost)
     }
 
-    /// Queues a response, waiting for room: the connection's own reader
-    /// is what waits, so a client that floods requests slows itself only.
-    pub async fn send(&self, msg: Outbound) -> Result<(), PushError> {
-        self.tx.send(msg).await.map_err(|_| PushError::Closed)
+    /// Queues a response or a close frame, never waiting and never
+    /// refused for size: the reader checks [`Peer::is_full`] before it
+    /// reads the next request, so a queue overshoots by one answer at most.
+    pub fn send(&self, msg: Outbound) -> Result<(), PushError> {
+        let cost = msg.cost();
+        self.budget.queued.fetch_add(cost, Ordering::AcqRel);
+        self.enqueue(msg, cost)
+    }
+
+    fn enqueue(&self, msg: Outbound, cost: usize) -> Result<(), PushError> {
+        self.tx.send(msg).map_err(|_| {
+            self.budget.queued.fetch_sub(cost, Ordering::AcqRel);
+            PushError::Closed
+        })
+    }
+
+    /// True while the queue holds its limit or more: read no more requests.
+    pub fn is_full(&self) -> bool {
+        self.budget.queued.load(Ordering::Acquire) >= self.budget.limit
+    }
+
+    /// Resolves once the queue is below its limit.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.budget.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain in between is not missed.
+            notified.as_mut().enable();
+            if !self.is_full() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn close(&self, code: u16) {
@@ -139,8 +215,33 @@ impl Peer {
 
 /// The receiving side, owned by the connection's writer.
 pub struct PeerQueue {
-    pub rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::UnboundedReceiver<Outbound>,
     pub closer: Arc<Closer>,
+    budget: Arc<Budget>,
+}
+
+impl PeerQueue {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let msg = self.rx.recv().await?;
+        self.taken(&msg);
+        Some(msg)
+    }
+
+    /// The next frame if one is ready.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let msg = self.rx.try_recv().ok()?;
+        self.taken(&msg);
+        Some(msg)
+    }
+
+    fn taken(&self, msg: &Outbound) {
+        let cost = msg.cost();
+        let before = self.budget.queued.fetch_sub(cost, Ordering::AcqRel);
+        if before >= self.budget.limit && before - cost < self.budget.limit {
+            self.budget.drained.notify_waiters();
+        }
+    }
 }
 
 /// Every open connection of this replica.
@@ -151,20 +252,27 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Registers a new connection with a queue of `capacity` frames.
-    pub fn register(&self, capacity: usize) -> (Peer, PeerQueue) {
+    /// Registers a new connection with a queue of `limit` bytes.
+    pub fn register(&self, limit: usize) -> (Peer, PeerQueue) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        // Unbounded as a channel: the byte budget is the bound.
+        let (tx, rx) = mpsc::unbounded_channel();
         let closer = Arc::new(Closer::default());
+        let budget = Arc::new(Budget {
+            queued: AtomicUsize::new(0),
+            limit: limit.max(1),
+            drained: Notify::new(),
+        });
         let peer = Peer {
             id,
             tx,
             closer: closer.clone(),
+            budget: budget.clone(),
         };
         if let Ok(mut m) = self.conns.lock() {
             m.insert(id, peer.clone());
         }
-        (peer, PeerQueue { rx, closer })
+        (peer, PeerQueue { rx, closer, budget })
     }
 
     pub fn unregister(&self, id: ConnId) {
@@ -197,22 +305,55 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn text(bytes: usize) -> Outbound {
+        Outbound::Text("x".repeat(bytes))
+    }
+
     #[tokio::test]
     async fn full_queue_closes_with_1013() {
         let hub = Hub::default();
-        let (peer, q) = hub.register(2);
-        assert!(peer.push(Outbound::Text("a".into())).is_ok());
-        assert!(peer.push(Outbound::Text("b".into())).is_ok());
-        assert_eq!(
-            peer.push(Outbound::Text("c".into())),
-            Err(PushError::SlowConsumer)
-        );
+        let (peer, q) = hub.register(1000);
+        assert!(peer.push(text(400)).is_ok());
+        assert!(peer.push(text(400)).is_ok());
+        // Counted in bytes, not frames: a third one does not fit.
+        assert_eq!(peer.push(text(400)), Err(PushError::SlowConsumer));
         // Reported once: the connection is already closing.
         assert_eq!(
             peer.push(Outbound::Text("d".into())),
             Err(PushError::Closed)
         );
         assert_eq!(q.closer.closed().await, close::TRY_AGAIN_LATER);
+    }
+
+    #[tokio::test]
+    async fn an_empty_queue_takes_a_push_bigger_than_its_limit() {
+        let hub = Hub::default();
+        let (peer, _q) = hub.register(1000);
+        assert!(peer.push(text(5000)).is_ok());
+        assert_eq!(peer.push(text(1)), Err(PushError::SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn responses_never_wait_and_the_reader_sees_when_to_pause() {
+        let hub = Hub::default();
+        let (peer, mut q) = hub.register(1000);
+        for _ in 0..3 {
+            assert!(peer.send(text(400)).is_ok());
+        }
+        assert!(peer.is_full());
+        let waiter = {
+            let peer = peer.clone();
+            tokio::spawn(async move { peer.drained().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(q.recv().await.is_some());
+        assert!(q.try_recv().is_some());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the queue drains")
+            .expect("task");
+        assert!(!peer.is_full());
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod error;
 pub mod hub;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 
 pub use error::CoreError;

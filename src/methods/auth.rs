@@ -236,6 +236,9 @@ pub async fn auth_start(
     if store::find_user(ctx.db, &name).await?.is_some() {
         return Ok(json!({"status": "user"}));
     }
+    if let Some(retry_after_s) = store::registration_retry_after(ctx.db, ctx.address).await? {
+        return Err(ModelError::RegistrationLimited { retry_after_s }.into());
+    }
     let secret = match candidates.live(&name) {
         Some(c) => c.secret.clone(),
         None => {
@@ -331,14 +334,14 @@ pub async fn auth_verify(
         let secret = c.secret.clone();
         let step = matching_step(&secret, code, now);
         let sealed = ctx.auth.encrypt(&secret)?;
-        store::register(ctx.db, &name, Some(&sealed), step, ttl_s).await?
+        store::register(ctx.db, &name, Some(&sealed), step, ttl_s, ctx.address).await?
     } else if let Some(user) = store::find_user(ctx.db, &name).await? {
         let secret = ctx.auth.decrypt(&user.secret)?;
         let step = matching_step(&secret, code, now);
-        store::login(ctx.db, &name, step, ttl_s).await?
+        store::login(ctx.db, &name, step, ttl_s, ctx.address).await?
     } else {
         // No user and no candidate here: a failure that counts.
-        store::register(ctx.db, &name, None, None, ttl_s).await?
+        store::register(ctx.db, &name, None, None, ttl_s, ctx.address).await?
     };
     match outcome {
         Outcome::Ok(s) => {
@@ -367,6 +370,9 @@ pub async fn auth_verify(
         }
         Outcome::RateLimited { retry_after_s } => {
             Err(ModelError::RateLimited { retry_after_s }.into())
+        }
+        Outcome::RegistrationLimited { retry_after_s } => {
+            Err(ModelError::RegistrationLimited { retry_after_s }.into())
         }
     }
 }

@@ -12,6 +12,9 @@ use crate::shared::ids::CinemaId;
 
 /// How far `get_screenings` looks ahead when `to` is not given.
 const DEFAULT_WINDOW_DAYS: i64 = 7;
+/// The longest window one `get_screenings` may ask for, so one answer stays
+/// small (a year of screenings was tens of kilobytes). SQL checks it too.
+pub const MAX_WINDOW_DAYS: i64 = 31;
 
 pub async fn get_cinemas(ctx: &Ctx<'_>) -> Result<Value, MethodError> {
     let cinemas = catalogue::cinemas(ctx.db).await?;
@@ -39,6 +42,11 @@ impl ScreeningsQuery {
         let to = p
             .opt_time("to")?
             .unwrap_or(from + Duration::days(DEFAULT_WINDOW_DAYS));
+        if to - from > Duration::days(MAX_WINDOW_DAYS) {
+            return Err(MethodError::bad(
+                "ask for at most 31 days of screenings at a time (`to` - `from`)",
+            ));
+        }
         Ok(Self { cinema, from, to })
     }
 }

@@ -11,6 +11,8 @@ pub mod seats;
 
 pub use error::MethodError;
 
+use std::net::IpAddr;
+
 use chrono::Utc;
 use serde_json::{Map, Value};
 
@@ -33,6 +35,9 @@ pub struct Ctx<'a> {
     pub db: &'a Db,
     pub auth: &'a auth::AuthKeys,
     pub user: Option<&'a CurrentUser>,
+    /// The client address (TCP peer, or `X-Forwarded-For` behind a trusted
+    /// proxy) that registration and wrong-code limits count against.
+    pub address: IpAddr,
 }
 
 impl Ctx<'_> {

@@ -3,6 +3,8 @@
 //! replicas: the failure window, the last accepted time step, the first
 //! candidate to claim a name, and session revocation.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 
 use super::ModelError;
@@ -34,7 +36,13 @@ pub enum Outcome {
     Ok(NewSession),
     Invalid,
     Taken,
-    RateLimited { retry_after_s: u64 },
+    RateLimited {
+        retry_after_s: u64,
+    },
+    /// The client address registered `registrations_per_hour` users already.
+    RegistrationLimited {
+        retry_after_s: u64,
+    },
 }
 
 /// The user behind a valid session.
@@ -72,6 +80,9 @@ fn outcome(r: &tokio_postgres::Row) -> Result<Outcome, ModelError> {
         "rate_limited" => Outcome::RateLimited {
             retry_after_s: r.get::<_, Option<i32>>(1).unwrap_or(1).max(1) as u64,
         },
+        "registration_limited" => Outcome::RegistrationLimited {
+            retry_after_s: r.get::<_, Option<i32>>(1).unwrap_or(1).max(1) as u64,
+        },
         other => {
             return Err(ModelError::Internal(format!(
                 "unknown auth outcome {other}"
@@ -86,15 +97,19 @@ pub async fn login(
     name: &Username,
     step: Option<i64>,
     ttl_s: i32,
+    address: IpAddr,
 ) -> Result<Outcome, ModelError> {
     let c = db.conn().await?;
     let st = c
         .prepare_cached(
             "SELECT outcome, retry_after_s, user_id, session_id, expires_at
-               FROM api.auth_login($1, $2, $3)",
+               FROM api.auth_login($1, $2, $3, $4)",
         )
         .await?;
-    outcome(&c.query_one(&st, &[&name.as_str(), &step, &ttl_s]).await?)
+    outcome(
+        &c.query_one(&st, &[&name.as_str(), &step, &ttl_s, &address])
+            .await?,
+    )
 }
 
 /// Records a registration attempt of this connection's candidate (`secret`
@@ -105,18 +120,30 @@ pub async fn register(
     secret: Option<&[u8]>,
     step: Option<i64>,
     ttl_s: i32,
+    address: IpAddr,
 ) -> Result<Outcome, ModelError> {
     let c = db.conn().await?;
     let st = c
         .prepare_cached(
             "SELECT outcome, retry_after_s, user_id, session_id, expires_at
-               FROM api.auth_register($1, $2, $3, $4)",
+               FROM api.auth_register($1, $2, $3, $4, $5)",
         )
         .await?;
     outcome(
-        &c.query_one(&st, &[&name.as_str(), &secret, &step, &ttl_s])
+        &c.query_one(&st, &[&name.as_str(), &secret, &step, &ttl_s, &address])
             .await?,
     )
+}
+
+/// Seconds until `address` may register another user, or `None` when it may
+/// now (`registrations_per_hour`).
+pub async fn registration_retry_after(db: &Db, address: IpAddr) -> Result<Option<u64>, ModelError> {
+    let c = db.conn().await?;
+    let st = c
+        .prepare_cached("SELECT api.registration_retry_after($1)")
+        .await?;
+    let retry: Option<i32> = c.query_one(&st, &[&address]).await?.get(0);
+    Ok(retry.map(|s| s.max(1) as u64))
 }
 
 /// The user of a session when it is valid (not revoked, not expired).

@@ -35,6 +35,9 @@ pub enum ModelError {
     UsernameTaken,
     #[error("rate limited")]
     RateLimited { retry_after_s: u64 },
+    /// The client address registered its quota of users this hour.
+    #[error("registration limit reached")]
+    RegistrationLimited { retry_after_s: u64 },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("internal: {0}")]

@@ -20,6 +20,8 @@
 //! | `HTTP_IDLE_TIMEOUT` | 60 | seconds one HTTP request may take, its body included, and an HTTP connection may move no byte |
 //! | `HTTP_MAX_CONNECTIONS` | 1024 | open connections on `PORT`; past it, idle ones are closed to make room |
 //! | `METRICS_TOKEN` | unset: `/metrics` open | bearer token `/metrics` requires (`Authorization: Bearer <token>`) |
+//! | `WS_DRAIN_TIMEOUT` | 30 | seconds one write to a WebSocket may take before the client is closed with 1013 |
+//! | `TRUSTED_PROXIES` | empty | comma-separated proxy addresses whose `X-Forwarded-For` names the client |
 //! | `RUST_LOG` | info | log filter (read by the CLI) |
 //! | `LOG_FORMAT` | text | `text` (coloured only on a terminal) or `json` (one object per line; read by the CLI) |
 //!
@@ -99,6 +101,10 @@ pub struct Config {
     pub http_max_connections: usize,
     /// `None`: `/metrics` needs no token.
     pub metrics_token: Option<Secret>,
+    /// Peers whose `X-Forwarded-For` is believed (per-address limits).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How long one write to a WebSocket may take (a slow reader's deadline).
+    pub ws_drain_timeout: Duration,
 }
 
 impl Config {
@@ -208,6 +214,13 @@ impl Config {
                 }
             },
         };
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(s) => {
+                crate::shared::address::parse_list(s).map_err(|e| bad("TRUSTED_PROXIES", e))?
+            }
+        };
+        let ws_drain_timeout = seconds("WS_DRAIN_TIMEOUT", 30)?;
         let metrics_token = match get("METRICS_TOKEN") {
             None => None,
             Some(s) if s.len() < 16 || !s.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -236,6 +249,8 @@ impl Config {
             http_idle_timeout,
             http_max_connections,
             metrics_token,
+            trusted_proxies,
+            ws_drain_timeout,
         })
     }
 
@@ -308,6 +323,8 @@ mod tests {
         assert_eq!((c.port, c.ws_port), (3000, 3001));
         assert!(c.database_url.is_none() && c.jwt_secret.is_none());
         assert_eq!(c.origins_for(3000)[0], "http://localhost:3000");
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.ws_drain_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -324,6 +341,8 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT", "ten"),
             ("HTTP_MAX_CONNECTIONS", "0"),
             ("METRICS_TOKEN", "short"),
+            ("TRUSTED_PROXIES", "10.0.0.1,nginx"),
+            ("WS_DRAIN_TIMEOUT", "0"),
         ] {
             let e = Config::from_vars(&vars(&[(k, v)])).unwrap_err();
             assert_eq!(e.var, k, "{k}={v}");

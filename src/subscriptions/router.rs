@@ -749,7 +749,7 @@ mod tests {
     /// The frames queued so far: (type, data).
     fn frames(q: &mut PeerQueue) -> Vec<(String, Value)> {
         let mut out = Vec::new();
-        while let Ok(msg) = q.rx.try_recv() {
+        while let Some(msg) = q.try_recv() {
             match msg {
                 Outbound::Text(t) => {
                     let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
@@ -786,7 +786,7 @@ mod tests {
     async fn subscribe_buffers_changes_made_while_the_snapshot_is_read() {
         let (r, halls, listens) = router();
         let hub = Hub::default();
-        let (peer, mut q) = hub.register(64);
+        let (peer, mut q) = hub.register(1 << 20);
         let task = {
             let (r, peer) = (r.clone(), peer.clone());
             tokio::spawn(async move { r.subscribe(&peer, None, "s1", SCREENING).await })
@@ -825,7 +825,7 @@ mod tests {
     async fn a_version_gap_resyncs_with_a_snapshot_then_continues() {
         let (r, halls, _) = router();
         let hub = Hub::default();
-        let (peer, mut q) = hub.register(64);
+        let (peer, mut q) = hub.register(1 << 20);
         halls.release(snap(5, false));
         r.subscribe(&peer, None, "s1", SCREENING)
             .await
@@ -849,7 +849,7 @@ mod tests {
     async fn an_oversized_change_is_replaced_by_a_snapshot() {
         let (r, halls, _) = router();
         let hub = Hub::default();
-        let (peer, mut q) = hub.register(64);
+        let (peer, mut q) = hub.register(1 << 20);
         halls.release(snap(5, false));
         r.subscribe(&peer, None, "s1", SCREENING)
             .await
@@ -865,7 +865,7 @@ mod tests {
     async fn a_snapshot_older_than_what_arrived_meanwhile_is_read_again() {
         let (r, halls, _) = router();
         let hub = Hub::default();
-        let (peer, mut q) = hub.register(64);
+        let (peer, mut q) = hub.register(1 << 20);
         halls.release(snap(5, false));
         r.subscribe(&peer, None, "s1", SCREENING)
             .await
@@ -892,7 +892,7 @@ mod tests {
     async fn a_user_change_resends_the_hall_with_the_new_mine_marks() {
         let (r, halls, _) = router();
         let hub = Hub::default();
-        let (peer, mut q) = hub.register(64);
+        let (peer, mut q) = hub.register(1 << 20);
         halls.release(snap(5, true));
         r.subscribe(&peer, Some(UserId(9)), "s1", SCREENING)
             .await
@@ -927,8 +927,8 @@ mod tests {
     async fn listens_are_released_with_the_last_subscriber() {
         let (r, halls, listens) = router();
         let hub = Hub::default();
-        let (a, _qa) = hub.register(64);
-        let (b, _qb) = hub.register(64);
+        let (a, _qa) = hub.register(1 << 20);
+        let (b, _qb) = hub.register(1 << 20);
         halls.release(snap(5, false));
         halls.release(snap(5, false));
         r.subscribe(&a, None, "a", SCREENING)
@@ -956,7 +956,7 @@ mod tests {
     async fn a_subscribe_abandoned_while_reading_leaves_nothing_behind() {
         let (r, _halls, listens) = router();
         let hub = Hub::default();
-        let (peer, _q) = hub.register(64);
+        let (peer, _q) = hub.register(1 << 20);
         let task = {
             let (r, peer) = (r.clone(), peer.clone());
             tokio::spawn(async move { r.subscribe(&peer, None, "s1", SCREENING).await })

@@ -341,6 +341,11 @@ pub struct Connect {
     pub bearer: Option<String>,
     pub origin: Option<String>,
     pub path: Option<String>,
+    /// An `X-Forwarded-For` header (believed when the server trusts 127.0.0.1).
+    pub forwarded_for: Option<String>,
+    /// The local address to connect from (e.g. 127.0.0.2, to look like
+    /// another client to a proxy on 127.0.0.1).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Client {
@@ -550,7 +555,25 @@ pub async fn raw_connect_url(
     if let Some(o) = &opts.origin {
         h.insert("origin", HeaderValue::from_str(o).expect("origin"));
     }
-    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    if let Some(f) = &opts.forwarded_for {
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(f).expect("x-forwarded-for"),
+        );
+    }
+    let Some(source) = opts.source else {
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        return Ok(ws);
+    };
+    let host = req.uri().host().expect("host").to_owned();
+    let port = req.uri().port_u16().expect("port");
+    let addr: std::net::SocketAddr = format!("{host}:{port}").parse().expect("an IP URL");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    let tcp = socket.connect(addr).await?;
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await?;
     Ok(ws)
 }
 

@@ -17,9 +17,9 @@ SELECT has_function('api', 'get_cinemas', '{}'::name[], 'api.get_cinemas()');
 SELECT has_function('api', 'get_screenings', ARRAY['bigint', 'timestamp with time zone', 'timestamp with time zone'],
                     'api.get_screenings(cinema, from, to)');
 SELECT has_function('api', 'auth_user', ARRAY['text'], 'api.auth_user(username)');
-SELECT has_function('api', 'auth_login', ARRAY['text', 'bigint', 'integer'], 'api.auth_login(username, step, ttl)');
-SELECT has_function('api', 'auth_register', ARRAY['text', 'bytea', 'bigint', 'integer'],
-                    'api.auth_register(username, secret, step, ttl)');
+SELECT has_function('api', 'auth_login', ARRAY['text', 'bigint', 'integer', 'inet'], 'api.auth_login(username, step, ttl, address)');
+SELECT has_function('api', 'auth_register', ARRAY['text', 'bytea', 'bigint', 'integer', 'inet'],
+                    'api.auth_register(username, secret, step, ttl, address)');
 SELECT has_function('api', 'session_user', ARRAY['uuid'], 'api.session_user(session)');
 SELECT has_function('api', 'revoke_session', ARRAY['uuid'], 'api.revoke_session(session)');
 SELECT has_function('api', 'dead_sessions', ARRAY['uuid[]'], 'api.dead_sessions(sessions)');
@@ -62,11 +62,11 @@ SELECT is(pg_temp.result_columns('api.get_screenings(bigint, timestamptz, timest
           'seats_free integer, prices jsonb', 'get_screenings result columns (prices: version 1.1)');
 SELECT is(pg_temp.result_columns('api.auth_user(text)'), 'user_id bigint, totp_secret bytea, last_step bigint',
           'auth_user result columns');
-SELECT is(pg_temp.result_columns('api.auth_login(text, bigint, int)'),
+SELECT is(pg_temp.result_columns('api.auth_login(text, bigint, int, inet)'),
           'outcome text, retry_after_s integer, user_id bigint, session_id uuid, expires_at timestamp with time zone',
           'auth_login result columns');
-SELECT is(pg_temp.result_columns('api.auth_register(text, bytea, bigint, int)'),
-          pg_temp.result_columns('api.auth_login(text, bigint, int)'), 'auth_register answers like auth_login');
+SELECT is(pg_temp.result_columns('api.auth_register(text, bytea, bigint, int, inet)'),
+          pg_temp.result_columns('api.auth_login(text, bigint, int, inet)'), 'auth_register answers like auth_login');
 SELECT is(pg_temp.result_columns('api.session_user(uuid)'), 'user_id bigint, username text, expires_at timestamp with time zone',
           'session_user result columns');
 
