@@ -105,6 +105,19 @@ export class SeatMap {
     }
   }
 
+  /**
+   * Ring seats that a refused hold would have left alone (SEAT_RULE
+   * "orphan"), replacing any earlier ring; `[]` clears it. The ring is an
+   * attribute, so it survives repaints of the seat's status.
+   */
+  markAlone(ids) {
+    const wanted = new Set(ids);
+    for (const [id, b] of this.buttons) {
+      if (wanted.has(id)) b.dataset.alone = 'true';
+      else delete b.dataset.alone;
+    }
+  }
+
   #build(seats) {
     const hadFocus = this.root.contains(document.activeElement) ? document.activeElement.dataset.seatId : null;
     this.buttons.clear();
