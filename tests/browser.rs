@@ -1017,6 +1017,19 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
         "the companion seat says what it is: {companion}"
     );
 
+    let vip_title = b
+        .eval(&format!(
+            "document.querySelector({}).title",
+            json!(Browser::seat(&seat["C4"]))
+        ))
+        .await;
+    assert!(
+        vip_title
+            .as_str()
+            .is_some_and(|t| t.contains("VIP") && t.contains("15.00")),
+        "a seat's tooltip names its kind and price: {vip_title}"
+    );
+
     b.register("carol").await;
     b.wait(
         "the map to be in sync after the login reconnect",

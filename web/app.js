@@ -126,7 +126,10 @@ async function boot() {
   // Handy in the browser console: marquee.client.request('get_cinemas').then(console.log)
   window.marquee = { client, state };
 
-  seatMap = new SeatMap(el.seatMap, { onToggle: toggleSeat });
+  seatMap = new SeatMap(el.seatMap, {
+    onToggle: toggleSeat,
+    note: (seat) => (state.hall && state.current ? fmt.formatMoney(priceOf([seat.id]), state.current.currency) : ''),
+  });
   client.addEventListener('state', renderConnection);
   client.addEventListener('session', onSession);
   client.addEventListener('push', (ev) => {
