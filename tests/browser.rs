@@ -7,6 +7,10 @@
 //! * two browsers on one screening: a hold shows up in the other within one
 //!   second, booking and cancelling update both, a seat taken under
 //!   somebody's selection answers `SEAT_UNAVAILABLE`;
+//! * the box office: prices per kind in the legend, companion seats explained,
+//!   best seats for 3 then book, a hold refused by the no-orphan rule shows
+//!   the seat it would leave alone on the map and in words, the companion
+//!   rule likewise (`target/test-artifacts/boxoffice.png`);
 //! * a screenshot of the seat map in `target/test-artifacts/seatmap.png`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
@@ -899,4 +903,261 @@ async fn latency(a: &Browser, b: &Browser, request: &str, seen: &str) -> i64 {
         )
         .await;
     shown.as_i64().expect("ms") - answered.as_i64().expect("ms")
+}
+
+/// A hall drawn for the box office test, from the screen backwards:
+/// row A eight standard seats, row B a wheelchair space with its companion
+/// seat, an aisle and five standard seats, row C eight vip seats.
+const BOX_LAYOUT: [&str; 3] = ["ssssssss", "wc.sssss", "vvvvvvvv"];
+
+/// Seat id by "A1" style name, from the database.
+async fn seat_ids_by_name(
+    app: &TestApp,
+    screening: &str,
+) -> std::collections::HashMap<String, String> {
+    app.db
+        .psql()
+        .await
+        .query(
+            "SELECT se.row_label || se.number, se.id::text
+               FROM seats se JOIN screenings sc ON sc.hall_id = se.hall_id
+              WHERE sc.id = $1::text::bigint",
+            &[&screening],
+        )
+        .await
+        .expect("seats by name")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained() {
+    let started = Instant::now();
+    let app = TestApp::spawn().await;
+    let c = app.db.psql().await;
+    let row = c
+        .query_one(
+            "WITH ci AS (SELECT admin.create_cinema('Box Cinema', 'Testville', '1 Test Street', 'Europe/Berlin') AS id),
+                  f AS (SELECT admin.create_film('Box Film', 100, '6') AS id),
+                  sc AS (SELECT admin.create_screening(
+                             admin.create_hall_layout((SELECT id FROM ci), 'Box hall', $1),
+                             (SELECT id FROM f), now() + interval '3 hours', 1000, 'EUR') AS id)
+             SELECT (SELECT id FROM sc)::text, (SELECT id FROM ci)::text,
+                    to_char((now() + interval '3 hours') AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD')",
+            &[&BOX_LAYOUT.map(String::from).to_vec()],
+        )
+        .await
+        .expect("a screening in a drawn hall");
+    let (screening, cinema, day): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    c.execute(
+        "SELECT admin.set_price($1::text::bigint, 'vip', 1500)",
+        &[&screening],
+    )
+    .await
+    .expect("vip dearer than standard");
+    // The test template switches the rule off for the version 1 tests.
+    c.batch_execute("SELECT admin.set_orphan_rule(true)")
+        .await
+        .expect("orphan rule on");
+    let seat = seat_ids_by_name(&app, &screening).await;
+    assert_eq!(seat.len(), 23, "the layout's seats: {seat:?}");
+
+    let driver = Driver::start().await;
+    let b = driver.browser("box").await;
+    b.open(&format!(
+        "{}#cinema={cinema}&day={day}&screening={screening}",
+        page(&app)
+    ))
+    .await;
+    b.wait(
+        "the whole seat map",
+        r#"document.querySelectorAll('[data-testid="seat"]').length === 23"#,
+    )
+    .await;
+
+    // The legend lists the hall's kinds with this screening's prices, and explains companion seats.
+    let legend = b
+        .wait(
+            "the prices per kind in the legend",
+            r#"(l => l.querySelectorAll('li').length === 4
+                    && [...l.querySelectorAll('li')].map(li => `${li.dataset.kind}=${li.querySelector('.price').textContent}`).join(' '))
+               (document.querySelector('[data-testid="price-legend"]'))"#,
+        )
+        .await;
+    let legend = legend.as_str().unwrap_or_default().to_owned();
+    for (kind, price) in [
+        ("standard", "10.00"),
+        ("vip", "15.00"),
+        ("wheelchair", "10.00"),
+        ("companion", "10.00"),
+    ] {
+        assert!(
+            legend
+                .split(' ')
+                .any(|e| e.starts_with(&format!("{kind}=")) && e.contains(price)),
+            "legend shows {kind} at {price}: {legend}"
+        );
+    }
+    let note = b
+        .eval(r#"(n => !n.hidden && n.textContent)(document.querySelector('[data-testid="companion-note"]'))"#)
+        .await;
+    assert!(
+        note.as_str().is_some_and(|t| t.contains("wheelchair")),
+        "companion seats are explained next to the map: {note}"
+    );
+    let companion = b
+        .eval(&format!(
+            "document.querySelector({}).getAttribute('aria-label')",
+            json!(Browser::seat(&seat["B2"]))
+        ))
+        .await;
+    assert!(
+        companion.as_str().is_some_and(|t| t.contains("companion")),
+        "the companion seat says what it is: {companion}"
+    );
+
+    let vip_title = b
+        .eval(&format!(
+            "document.querySelector({}).title",
+            json!(Browser::seat(&seat["C4"]))
+        ))
+        .await;
+    assert!(
+        vip_title
+            .as_str()
+            .is_some_and(|t| t.contains("VIP") && t.contains("15.00")),
+        "a seat's tooltip names its kind and price: {vip_title}"
+    );
+
+    b.register("carol").await;
+    b.wait(
+        "the map to be in sync after the login reconnect",
+        r#"document.querySelector('[data-testid="seat-map"]').dataset.version !== ""
+           && !document.querySelector('[data-testid="seat-map"]').classList.contains('stale')"#,
+    )
+    .await;
+
+    // Best seats for 3: the server picks and holds them; the page shows them as mine.
+    b.element(r#"[data-testid="best-count"]"#)
+        .await
+        .select_by_value("3")
+        .await
+        .expect("choose 3 seats");
+    b.click(r#"[data-testid="best-button"]"#).await;
+    let held: Vec<String> = c
+        .query(
+            "SELECT seat_id::text FROM seat_states WHERE screening_id = $1::text::bigint AND status = 'held'",
+            &[&screening],
+        )
+        .await
+        .expect("held seats")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The answer may still be on its way when the query ran: wait for the page, then ask again.
+    for id in &held {
+        b.wait_seat(id, "held", true).await;
+    }
+    let mine = b
+        .wait(
+            "three seats held by me",
+            r#"(n => n === 3 && n)(document.querySelectorAll('[data-testid="seat"][data-status="held"][data-mine="true"]').length)"#,
+        )
+        .await;
+    assert_eq!(mine, 3);
+    let held: Vec<String> = c
+        .query(
+            "SELECT se.row_label || se.number FROM seat_states ss JOIN seats se ON se.id = ss.seat_id
+              WHERE ss.screening_id = $1::text::bigint AND ss.status = 'held' ORDER BY se.x",
+            &[&screening],
+        )
+        .await
+        .expect("held seats")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Rows from the screen: A (y 0) … C (y 2), so py = floor(2·2/3) = 1 and cx = 3.5:
+    // B3-B5 (mean x 4) score 0.5, the best of every row.
+    assert_eq!(held, ["B3", "B4", "B5"], "the best block for 3");
+    for name in &held {
+        b.wait_seat(&seat[name], "held", true).await;
+    }
+    let msg = b.text("message").await;
+    assert!(
+        msg.contains("B3") && msg.contains("30.00"),
+        "the page says which seats it holds and what they cost: {msg}"
+    );
+    let book_label = b.text("book-button").await;
+    assert!(
+        book_label.contains("30.00"),
+        "running total on Book: {book_label}"
+    );
+
+    // Book them.
+    b.click(r#"[data-testid="book-button"]"#).await;
+    for name in &held {
+        b.wait_seat(&seat[name], "booked", true).await;
+    }
+    b.wait(
+        "the booking and its total",
+        r#"(x => x && x.dataset.status === "confirmed" && x.querySelector('.b-total').textContent.includes("30.00"))
+           (document.querySelector('[data-testid="booking"]'))"#,
+    )
+    .await;
+
+    // A2 alone would leave A1 with nobody beside it: refused, and A1 is ringed on the map.
+    b.click(&Browser::seat(&seat["A2"])).await;
+    b.click(r#"[data-testid="hold-button"]"#).await;
+    b.wait(
+        "SEAT_RULE in the message line",
+        r#"document.querySelector('[data-testid="message"]').dataset.code === "SEAT_RULE""#,
+    )
+    .await;
+    let msg = b.text("message").await;
+    assert!(
+        msg.contains("A1") && msg.contains("on its own"),
+        "the message names the seat that would be left alone, in plain words: {msg}"
+    );
+    b.wait(
+        "the lonely seat to be marked on the map",
+        &format!(
+            r#"document.querySelector({}).dataset.alone === "true"
+               && document.querySelectorAll('[data-alone="true"]').length === 1"#,
+            json!(Browser::seat(&seat["A1"]))
+        ),
+    )
+    .await;
+    b.wait_seat(&seat["A2"], "free", false).await;
+    b.wait(
+        "the seat colours to finish their transitions",
+        "document.getAnimations().every(x => x.playState !== 'running' \
+           || x.effect.getComputedTiming().iterations === Infinity)",
+    )
+    .await;
+    b.shot("boxoffice.png", None).await;
+
+    // Taking A1 as well, as the message suggests, is allowed; the mark goes away.
+    b.click(&Browser::seat(&seat["A1"])).await;
+    b.wait(
+        "the mark to go once the selection changes",
+        r#"document.querySelectorAll('[data-alone="true"]').length === 0"#,
+    )
+    .await;
+    b.click(r#"[data-testid="hold-button"]"#).await;
+    b.wait_seat(&seat["A1"], "held", true).await;
+    b.wait_seat(&seat["A2"], "held", true).await;
+
+    // The companion seat alone: refused with the companion rule, explained.
+    b.click(&Browser::seat(&seat["B2"])).await;
+    b.click(r#"[data-testid="hold-button"]"#).await;
+    b.wait(
+        "SEAT_RULE (companion) in the message line",
+        r#"(m => m.dataset.code === "SEAT_RULE" && /companion seat/.test(m.textContent) && /wheelchair/.test(m.textContent))
+           (document.querySelector('[data-testid="message"]'))"#,
+    )
+    .await;
+    b.wait_seat(&seat["B2"], "free", false).await;
+    b.close().await;
+    println!("box office in the browser: {:?}", started.elapsed());
 }

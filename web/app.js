@@ -42,6 +42,11 @@ const el = {
   hold: byTestId('hold-button'),
   release: byTestId('release-button'),
   book: byTestId('book-button'),
+  bestForm: byTestId('best-form'),
+  bestCount: byTestId('best-count'),
+  bestButton: byTestId('best-button'),
+  priceLegend: byTestId('price-legend'),
+  companionNote: byTestId('companion-note'),
   accountHeading: q('.account-heading'),
   signedOut: q('.signed-out'),
   nameForm: q('.login-name'),
@@ -91,6 +96,10 @@ const state = {
    * hold ends (ms, server clock) and the hall version that shows it.
    */
   holdUntil: new Map(),
+  /** The server runs the box office rules (session `features`): best available, prices per kind, SEAT_RULE. */
+  boxOffice: false,
+  /** Seats a refused hold would have left alone (SEAT_RULE "orphan"), ringed on the map until the selection changes. */
+  alone: [],
   /** seat id -> "C7", from every snapshot seen (bookings and messages name seats). */
   seatNames: new Map(),
   bookings: [],
@@ -117,7 +126,10 @@ async function boot() {
   // Handy in the browser console: marquee.client.request('get_cinemas').then(console.log)
   window.marquee = { client, state };
 
-  seatMap = new SeatMap(el.seatMap, { onToggle: toggleSeat });
+  seatMap = new SeatMap(el.seatMap, {
+    onToggle: toggleSeat,
+    note: (seat) => (state.hall && state.current ? fmt.formatMoney(priceOf([seat.id]), state.current.currency) : ''),
+  });
   client.addEventListener('state', renderConnection);
   client.addEventListener('session', onSession);
   client.addEventListener('push', (ev) => {
@@ -133,6 +145,10 @@ async function boot() {
   el.hold.addEventListener('click', hold);
   el.release.addEventListener('click', release);
   el.book.addEventListener('click', book);
+  el.bestForm.addEventListener('submit', (ev) => { ev.preventDefault(); holdBest(); });
+  // 1 to the contract's default seat limit; a lower limit set by a DBA answers HOLD_LIMIT.
+  el.bestCount.replaceChildren(...Array.from({ length: 10 }, (_, i) => new Option(fmt.plural(i + 1, 'seat'), String(i + 1))));
+  el.bestCount.value = '2';
   el.bookings.addEventListener('click', onBookingsClick);
   el.nameForm.addEventListener('submit', (ev) => { ev.preventDefault(); startAuth(); });
   el.codeForm.addEventListener('submit', (ev) => { ev.preventDefault(); verifyCode(); });
@@ -204,6 +220,8 @@ function onSession(ev) {
   const before = state.user;
   state.user = session.user || null;
   el.serverId.textContent = session.server || '–';
+  state.boxOffice = Array.isArray(session.features) && session.features.includes('box_office');
+  el.bestForm.hidden = !state.boxOffice;
   const changed = (before && before.id) !== (state.user && state.user.id);
   if (changed && before && !state.expectSessionChange) {
     showMessage('Your session ended (signed out elsewhere or expired). Sign in again to hold or book seats.');
@@ -378,7 +396,7 @@ function renderScreenings() {
       span('s-time', fmt.formatTime(s.starts_at, tz)),
       span('s-film', s.film.title),
       span('s-meta', [started ? 'started' : null, s.hall.name, fmt.ageRating(s.film.age_rating), `${s.film.duration_min} min`,
-        fmt.formatMoney(s.price, s.currency)].filter(Boolean).join(' · ')),
+        priceText(s)].filter(Boolean).join(' · ')),
       span('s-free', freeText(s.seats_free, s.seats_total)),
     );
     item.append(b);
@@ -397,6 +415,13 @@ function span(className, text) {
   return s;
 }
 
+/** "€11.50 per seat", or "from €11.50" when the seat kinds cost different amounts. */
+function priceText(s) {
+  const all = s.prices ? Object.values(s.prices).filter(Number.isFinite) : [];
+  const min = all.length ? Math.min(...all) : s.price;
+  return all.some((p) => p !== min) ? `from ${fmt.formatMoney(min, s.currency)}` : `${fmt.formatMoney(s.price, s.currency)} per seat`;
+}
+
 function freeText(free, total) {
   return free === 0 ? 'sold out' : `${free} of ${total} free`;
 }
@@ -410,6 +435,9 @@ function chooseScreening(id, { focusMap = false } = {}) {
   if (state.current) client.unwatchHall(state.current.id);
   state.current = info;
   state.selection.clear();
+  state.alone = [];
+  el.priceLegend.replaceChildren();
+  el.companionNote.hidden = true;
   state.hall = client.watchHall(id);
   state.hall.addEventListener('change', onHallChange);
   state.hall.addEventListener('error', onHallError);
@@ -434,7 +462,7 @@ function renderScreeningHead() {
   el.screeningTitle.textContent = s.film.title;
   el.screeningMeta.textContent = [
     fmt.formatDateTime(s.starts_at, tz), cinema ? cinema.name : null, s.hall.name,
-    fmt.ageRating(s.film.age_rating), `${s.film.duration_min} min`, `${fmt.formatMoney(s.price, s.currency)} per seat`,
+    fmt.ageRating(s.film.age_rating), `${s.film.duration_min} min`, priceText(s),
   ].filter(Boolean).join(' · ');
 }
 
@@ -452,6 +480,8 @@ function onHallChange(ev) {
     for (const s of hall.seats.values()) state.seatNames.set(s.id, fmt.seatShort(s));
     for (const id of state.selection) if (!hall.seats.has(id)) state.selection.delete(id);
     seatMap.render(hall.seats.values(), state.selection);
+    seatMap.markAlone(state.alone);
+    renderKinds(hall);
     // Bookings of this screening can now name their seats ("C5 and C6" instead of "2 seats").
     if (state.bookings.some((b) => b.screening_id === hall.screeningId)) renderBookings();
   }
@@ -510,7 +540,47 @@ function toggleSeat(id) {
   else if (selectable(seat)) state.selection.add(id);
   else return;
   seatMap.update([seat], state.selection);
+  clearAlone();
   renderActions();
+}
+
+function clearAlone() {
+  if (!state.alone.length) return;
+  state.alone = [];
+  seatMap.markAlone([]);
+}
+
+/**
+ * The legend of seat kinds this hall has, each with its price for this
+ * screening; the companion note only where the hall has companion seats.
+ */
+function renderKinds(hall) {
+  const present = new Set([...hall.seats.values()].map((s) => s.kind));
+  const s = state.current;
+  el.priceLegend.replaceChildren(...fmt.KINDS.filter(([kind]) => present.has(kind)).map(([kind, name]) => {
+    const li = document.createElement('li');
+    li.dataset.kind = kind;
+    const swatch = document.createElement('span');
+    swatch.className = 'swatch';
+    swatch.dataset.status = 'free';
+    swatch.dataset.kind = kind;
+    li.append(swatch, name);
+    if (s) li.append(' ', span('price', fmt.formatMoney(fmt.seatPrice(kind, hall.prices, s.price), s.currency)));
+    return li;
+  }));
+  el.companionNote.hidden = !present.has('companion');
+}
+
+/** What seats cost on this screening, each at its kind's price. */
+function priceOf(ids) {
+  const hall = state.hall;
+  const s = state.current;
+  let total = 0;
+  for (const id of ids) {
+    const seat = hall.seats.get(id);
+    total += fmt.seatPrice(seat ? seat.kind : 'standard', hall.prices, s.price);
+  }
+  return total;
 }
 
 /** Seats I hold on the current map. */
@@ -543,7 +613,7 @@ function plan() {
 function renderActions() {
   const hall = state.hall;
   if (!hall || hall.version === null) {
-    for (const b of [el.hold, el.release, el.book]) b.disabled = true;
+    for (const b of [el.hold, el.release, el.book, el.bestButton]) b.disabled = true;
     el.summary.textContent = hall ? '' : 'Choose a screening to see its seats.';
     return;
   }
@@ -552,15 +622,16 @@ function renderActions() {
   el.hold.disabled = !ready || !p.toHold.length;
   el.release.disabled = !ready || !p.toRelease.length;
   el.book.disabled = !ready || !p.toBook.length;
+  el.bestButton.disabled = !ready;
   el.hold.textContent = p.renew ? (p.mineHeld.length ? 'Renew hold' : 'Hold seats') : `Hold ${fmt.plural(p.selected.length, 'seat')}`;
   el.release.textContent = p.toRelease.length ? `Release ${fmt.plural(p.toRelease.length, 'seat')}` : 'Release';
-  const price = state.current ? fmt.formatMoney(state.current.price * p.toBook.length, state.current.currency) : '';
+  const price = state.current ? fmt.formatMoney(priceOf(p.toBook), state.current.currency) : '';
   el.book.textContent = p.toBook.length ? `Book ${fmt.plural(p.toBook.length, 'seat')} · ${price}` : 'Book';
 
   const parts = [];
-  if (p.selected.length) parts.push(`Selected: ${seatNames(p.selected)}.`);
+  if (p.selected.length) parts.push(`Selected: ${seatNames(p.selected)} · ${fmt.formatMoney(priceOf(p.selected), state.current.currency)}.`);
   if (p.taken.length) parts.push(`${seatNames(p.taken)} ${p.taken.length === 1 ? 'was' : 'were'} just taken by someone else.`);
-  if (p.mineHeld.length) parts.push(`You hold ${seatNames(p.mineHeld)}.`);
+  if (p.mineHeld.length) parts.push(`You hold ${seatNames(p.mineHeld)} · ${fmt.formatMoney(priceOf(p.mineHeld), state.current.currency)}.`);
   else if (!p.selected.length) parts.push(state.user ? 'Select free seats, then hold them.' : 'Select free seats, sign in, then hold them.');
   const booked = [...hall.seats.values()].filter((s) => s.mine && s.status === 'booked').map((s) => s.id);
   if (booked.length) parts.push(`You booked ${seatNames(booked)}.`);
@@ -601,6 +672,7 @@ function renderCountdown() {
 async function runAction(context, fn) {
   if (state.busy) return;
   state.busy = true;
+  clearAlone();
   renderActions();
   try {
     await fn();
@@ -620,6 +692,17 @@ function onActionError(err, context) {
     for (const id of err.seatIds) state.selection.delete(id);
     seatMap.update(err.seatIds.map((id) => state.hall.seats.get(id)).filter(Boolean), state.selection);
     seatMap.flash(err.seatIds);
+  }
+  if (err.code === 'SEAT_RULE' && state.hall) {
+    // Show on the map which seats the rule is about: the seat that would be
+    // left alone (ringed until the selection changes), or the companion seats.
+    const ids = err.seatIds.filter((id) => state.hall.seats.has(id));
+    if (err.rule === 'orphan') {
+      state.alone = ids;
+      seatMap.markAlone(ids);
+    }
+    if (err.rule === 'companion') el.companionNote.hidden = false;
+    seatMap.flash(ids);
   }
   if (err.code === 'UNAUTHORIZED' && !state.user) el.username.focus();
 }
@@ -645,6 +728,22 @@ function hold() {
     showMessage(p.renew
       ? `Hold renewed until ${time}.`
       : `Holding ${seatNames(res.seat_ids)} for you until ${time}. Book before the timer runs out.`);
+  });
+}
+
+/** hold_best_available: the server picks the best block of N seats side by side and holds it. */
+function holdBest() {
+  runAction('best', async () => {
+    const hall = state.hall;
+    const count = Number(el.bestCount.value);
+    const res = await client.request('hold_best_available', { screening_id: hall.screeningId, count });
+    const until = Date.parse(res.expires_at);
+    for (const id of res.seat_ids) state.holdUntil.set(`${hall.screeningId} ${id}`, { until, version: res.version });
+    await settle(hall, res.version, res.seat_ids);
+    seatMap.flash(res.seat_ids);
+    const tz = zoneOf(state.cinemaById.get(state.current.cinema_id));
+    showMessage(`Found ${fmt.plural(res.seat_ids.length, 'seat')} together: holding ${seatNames(res.seat_ids)} `
+      + `(${fmt.formatMoney(priceOf(res.seat_ids), state.current.currency)}) for you until ${fmt.formatTime(res.expires_at, tz)}. Book before the timer runs out.`);
   });
 }
 

@@ -162,7 +162,20 @@ export function formatMoney(minor, currency) {
 
 // ------------------------------------------------------------------ seats
 
-const KIND_TEXT = { standard: 'standard', vip: 'VIP', wheelchair: 'wheelchair space' };
+const KIND_TEXT = { standard: 'standard', vip: 'VIP', wheelchair: 'wheelchair space', companion: 'companion seat' };
+
+/** Seat kinds in the order the legend lists them, with the names a cinema-goer reads. */
+export const KINDS = Object.freeze([
+  ['standard', 'Standard'], ['vip', 'VIP'], ['wheelchair', 'Wheelchair space'], ['companion', 'Companion seat'],
+]);
+
+/**
+ * The price of one seat: its kind's price from the screening's `prices`
+ * (box office), else the screening's single `price` (an older server).
+ */
+export function seatPrice(kind, prices, price) {
+  return prices && Number.isFinite(prices[kind]) ? prices[kind] : price;
+}
 
 /** "C7" */
 export function seatShort(seat) {
@@ -197,7 +210,7 @@ export const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many
 /**
  * The message a person reads for a failed request. `err` is a MarqueeError
  * (code, data); `context` names what the person was doing ('auth_start',
- * 'auth_verify', 'hold', 'release', 'book', 'cancel', 'hall', 'load', 'logout')
+ * 'auth_verify', 'hold', 'best', 'release', 'book', 'cancel', 'hall', 'load', 'logout')
  * so the same code can say something specific; `seatNames(ids)` turns seat
  * ids into "C7 and C8". Every contract code has a sentence here.
  */
@@ -223,7 +236,7 @@ export function describeError(err, context = '', seatNames = (ids) => plural(ids
       return 'You are not allowed to do that.';
     case 'NOT_FOUND':
       if (context === 'cancel') return 'That booking was not found among yours.';
-      if (context === 'hall' || context === 'hold' || context === 'book' || context === 'release') {
+      if (context === 'hall' || context === 'hold' || context === 'best' || context === 'book' || context === 'release') {
         return 'This screening or one of its seats no longer exists. Pick another screening.';
       }
       return 'That no longer exists; it may have been removed.';
@@ -239,9 +252,25 @@ export function describeError(err, context = '', seatNames = (ids) => plural(ids
       return 'Someone else just registered that name. Please choose another username.';
     case 'SEAT_UNAVAILABLE': {
       const ids = Array.isArray(data.seat_ids) ? data.seat_ids : [];
+      // hold_best_available names no seats: there was simply no block left.
+      if (!ids.length && context === 'best') return 'There are not that many free seats side by side any more. Try fewer seats, or pick seats yourself.';
       if (!ids.length) return 'Some of those seats were just taken. Pick others.';
       const names = seatNames(ids);
       return `Sorry, ${names} ${ids.length === 1 ? 'is' : 'are'} no longer available. Pick other seats.`;
+    }
+    case 'SEAT_RULE': {
+      const ids = Array.isArray(data.seat_ids) ? data.seat_ids : [];
+      const names = ids.length ? seatNames(ids) : null;
+      if (data.rule === 'companion') {
+        return `${names ? `${names} ${ids.length === 1 ? 'is a companion seat' : 'are companion seats'}` : 'Companion seats are'} `
+          + 'for someone accompanying a wheelchair user. Hold or book the wheelchair space next to it first, or together with it.';
+      }
+      if (data.rule === 'orphan') {
+        const alone = names ? `${names} would be left on ${ids.length === 1 ? 'its' : 'their'} own` : 'a single seat would be left on its own';
+        return `Please don't leave a single seat empty: ${alone}, and people coming in pairs or groups could not use it. `
+          + `Take ${names || 'that seat'} as well, or move your selection so that no seat is left alone.`;
+      }
+      return 'Those seats cannot be held together under the cinema\'s seating rules. Pick other seats.';
     }
     case 'HOLD_LIMIT':
       return 'You have reached the limit of seats one person may hold or book for this screening.';

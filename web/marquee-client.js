@@ -93,9 +93,14 @@ export class MarqueeError extends Error {
     return Number.isFinite(this.data.retry_after_s) ? this.data.retry_after_s : null;
   }
 
-  /** SEAT_UNAVAILABLE: the seats that were not available, else []. */
+  /** SEAT_UNAVAILABLE: the seats that were not available; SEAT_RULE: the seats the rule is about; else []. */
   get seatIds() {
     return Array.isArray(this.data.seat_ids) ? this.data.seat_ids : [];
+  }
+
+  /** SEAT_RULE: which rule refused ("orphan" or "companion"), else null. */
+  get rule() {
+    return typeof this.data.rule === 'string' ? this.data.rule : null;
   }
 }
 
@@ -591,6 +596,8 @@ export class HallView extends EventTarget {
     super();
     this.screeningId = screeningId;
     this.hall = null;
+    /** Price per seat kind from the snapshot (`{"standard":1150,…}`), or null from a server without box office. */
+    this.prices = null;
     this.version = null;
     this.seats = new Map();
     this.synced = false;
@@ -653,6 +660,7 @@ export class HallView extends EventTarget {
     }
     this.seats = new Map(snap.seats.map((s) => [s.id, { ...s, mine: s.mine === true }]));
     this.hall = snap.hall || this.hall;
+    if (snap.prices && typeof snap.prices === 'object') this.prices = snap.prices;
     this.version = snap.version;
     this.synced = true;
     // Replay what arrived meanwhile; stop at the first hole.

@@ -37,11 +37,13 @@ function wheelchairIcon() {
 export class SeatMap {
   /**
    * @param {HTMLElement} root  the element with data-testid="seat-map"
-   * @param {{onToggle: (seatId: string) => void}} handlers
+   * @param {{onToggle: (seatId: string) => void, note?: (seat) => string}} handlers
+   *   `note(seat)` adds to the seat's tooltip (the page passes its price)
    */
-  constructor(root, { onToggle }) {
+  constructor(root, { onToggle, note = () => '' }) {
     this.root = root;
     this.onToggle = onToggle;
+    this.note = note;
     /** seat id -> its button */
     this.buttons = new Map();
     /** y -> seat ids of that row ordered by x (for arrow keys) */
@@ -102,6 +104,19 @@ export class SeatMap {
       b.classList.remove('flash');
       void b.offsetWidth; // restart the animation
       b.classList.add('flash');
+    }
+  }
+
+  /**
+   * Ring seats that a refused hold would have left alone (SEAT_RULE
+   * "orphan"), replacing any earlier ring; `[]` clears it. The ring is an
+   * attribute, so it survives repaints of the seat's status.
+   */
+  markAlone(ids) {
+    const wanted = new Set(ids);
+    for (const [id, b] of this.buttons) {
+      if (wanted.has(id)) b.dataset.alone = 'true';
+      else delete b.dataset.alone;
     }
   }
 
@@ -184,7 +199,8 @@ export class SeatMap {
     else b.setAttribute('aria-disabled', 'true');
     const label = seatLabel(seat);
     b.setAttribute('aria-label', label);
-    b.title = `${seatShort(seat)}: ${label.slice(label.indexOf(',') + 2)}`;
+    const note = this.note(seat);
+    b.title = `${seatShort(seat)}: ${label.slice(label.indexOf(',') + 2)}${note ? ` · ${note}` : ''}`;
   }
 
   /** Keep exactly one seat in the tab order: the focused one, else the first selectable. */
