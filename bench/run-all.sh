@@ -110,6 +110,7 @@ for r in $(seq 1 "$RUNS"); do
     b book --users 10 --screenings 2 --duration 3 --warmup 1 --no-pgbench
     b floor "${F[@]}" --beside book
     orphan_rule --clients 10 --screenings 2 --duration 3
+    b best --users 10 --screenings 2 --duration 3 --warmup 1
   else
     # idle first: its RSS figure needs a server that has not yet freed (and
     # so kept for reuse) the memory of earlier sockets; later runs show the
@@ -135,6 +136,8 @@ for r in $(seq 1 "$RUNS"); do
     b floor "${F[@]}" --beside book
     # The orphan check's cost, same users and screenings.
     orphan_rule --clients 50 --screenings 10 --duration 20
+    # Best available below saturation: 50 users over 10 screenings, count 2, 100 requests/s in all.
+    b best --users 50 --screenings 10 --count 2 --pairs-per-s 2 --duration 15 --warmup 3
   fi
 done
 if [ "${EXTRA:-}" = 1 ] && [ "${QUICK:-}" != 1 ]; then

@@ -18,6 +18,7 @@
 //! Every scenario prints one JSON summary line on stdout (also appended to
 //! `--out`) and a table on stderr. See bench/README.md.
 
+mod best;
 mod book;
 mod client;
 mod fanout;
@@ -56,6 +57,8 @@ enum Scenario {
     Rush(rush::Args),
     /// Durable bookings/s (hold then book) against pgbench.
     Book(book::Args),
+    /// hold_best_available round trips below saturation (then release), with the halls changing.
+    Best(best::Args),
     /// The floor: the design's seat change in plain PostgreSQL (no server), hold and book modes.
     Floor(floor::Args),
     /// N idle logged-in sockets: RSS per socket, logged-in connects/s.
@@ -175,6 +178,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Fanout(a) => fanout::run(t, a).await,
         Scenario::Rush(a) => rush::run(t, a).await,
         Scenario::Book(a) => book::run(t, a).await,
+        Scenario::Best(a) => best::run(t, a).await,
         Scenario::Idle(a) => idle::run(t, a).await,
         Scenario::Floor(a) => floor::run(t, a).await,
         Scenario::Report(a) => report::run(a),
