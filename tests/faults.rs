@@ -126,16 +126,19 @@ async fn postgres_restart_while_clients_are_connected() {
     );
 
     // --- The outage. Bob's next hold is inside PostgreSQL, waiting for a
-    // row lock a DBA holds, when PostgreSQL stops.
-    let mut dba = db.psql().await;
-    let lock = dba.transaction().await.expect("begin");
-    lock.query(
-        "SELECT 1 FROM seat_states WHERE screening_id = $1::text::bigint
-            AND seat_id = $2::text::bigint FOR UPDATE",
-        &[&scr, &s[5]],
-    )
+    // row lock a DBA holds, when PostgreSQL stops. The DBA's transaction is
+    // prepared (two-phase), so its lock outlives every backend: a lock held
+    // by a session would be released when the shutdown ends that session,
+    // and Bob's backend could take the seat and commit before its own end.
+    let dba = db.psql().await;
+    dba.batch_execute(&format!(
+        "BEGIN;
+         SELECT 1 FROM seat_states WHERE screening_id = {} AND seat_id = {} FOR UPDATE;
+         PREPARE TRANSACTION 'faults_dba_lock'",
+        scr, s[5]
+    ))
     .await
-    .expect("lock a seat row");
+    .expect("lock a seat row in a prepared transaction");
     bob.send_text(
         json!({"type": "hold_seats", "eid": "in-flight",
                "data": {"screening_id": scr, "seat_ids": [s[5]]}})
@@ -164,7 +167,7 @@ async fn postgres_restart_while_clients_are_connected() {
     cluster.stop_postgres().await;
     let r = bob.response("in-flight").await;
     assert_unavailable("an in-flight hold_seats", &r, t.elapsed());
-    drop((lock, watch));
+    drop((dba, watch));
     eventually("/ready answers 503", Duration::from_secs(5), || async {
         ready(server.http_addr).await.0 == 503
     })
@@ -217,9 +220,15 @@ async fn postgres_restart_while_clients_are_connected() {
     let m = metrics(server.http_addr).await;
     assert_eq!(metric(&m, "marquee_listener_up"), Some(0.0));
 
-    // --- PostgreSQL is back, on the same data directory.
+    // --- PostgreSQL is back, on the same data directory (with the DBA's
+    // prepared lock, which the DBA now gives up).
     cluster.start_postgres().await;
     let back = Instant::now();
+    db.psql()
+        .await
+        .batch_execute("ROLLBACK PREPARED 'faults_dba_lock'")
+        .await
+        .expect("release the prepared lock");
     eventually(
         "/ready answers 200 again",
         Duration::from_secs(20),

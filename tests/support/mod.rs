@@ -116,7 +116,11 @@ impl PrivateCluster {
             socket_dir: root.join("run"),
             fsync_off: true,
             trust_local: true,
-            settings: vec![("max_connections".into(), "100".into())],
+            // Prepared transactions: a lock that outlives its session (tests/faults.rs).
+            settings: vec![
+                ("max_connections".into(), "100".into()),
+                ("max_prepared_transactions".into(), "4".into()),
+            ],
         };
         let (tx, rx) = std::sync::mpsc::channel::<ClusterCmd>();
         let thread = std::thread::spawn(move || {
