@@ -60,15 +60,10 @@ BEGIN
     IF p_screening IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'screening_id is required.';
     END IF;
-    IF v_n IS NULL OR v_n = 0 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'Please choose at least one seat.';
-    END IF;
-    IF array_position(p_seats, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'A seat id is missing.';
-    END IF;
-    IF v_n > 1 THEN
-        -- Sorted and distinct: duplicates count once, and every caller locks in the same order.
-        v_seats := ARRAY(SELECT DISTINCT u.id FROM unnest(p_seats) AS u(id) ORDER BY u.id);
+    IF v_n IS DISTINCT FROM 1 OR p_seats[1] IS NULL THEN
+        -- Anything but one seat id (the common request) is checked and sorted by internal.seat_list
+        -- (BAD_REQUEST when empty or with a null); one id is already a valid, sorted list.
+        v_seats := internal.seat_list(p_seats);
         v_n := cardinality(v_seats);
     END IF;
 
@@ -227,14 +222,10 @@ BEGIN
     IF p_screening IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'screening_id is required.';
     END IF;
-    IF v_n IS NULL OR v_n = 0 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'Please choose at least one seat.';
-    END IF;
-    IF array_position(p_seats, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'A seat id is missing.';
-    END IF;
-    IF v_n > 1 THEN
-        v_seats := ARRAY(SELECT DISTINCT u.id FROM unnest(p_seats) AS u(id) ORDER BY u.id);
+    IF v_n IS DISTINCT FROM 1 OR p_seats[1] IS NULL THEN
+        -- Anything but one seat id (the common request) is checked and sorted by internal.seat_list
+        -- (BAD_REQUEST when empty or with a null); one id is already a valid, sorted list.
+        v_seats := internal.seat_list(p_seats);
         v_n := cardinality(v_seats);
     END IF;
 
@@ -318,14 +309,10 @@ BEGIN
     IF p_screening IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'screening_id is required.';
     END IF;
-    IF v_n IS NULL OR v_n = 0 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'Please choose at least one seat.';
-    END IF;
-    IF array_position(p_seats, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'A seat id is missing.';
-    END IF;
-    IF v_n > 1 THEN
-        v_seats := ARRAY(SELECT DISTINCT u.id FROM unnest(p_seats) AS u(id) ORDER BY u.id);
+    IF v_n IS DISTINCT FROM 1 OR p_seats[1] IS NULL THEN
+        -- Anything but one seat id (the common request) is checked and sorted by internal.seat_list
+        -- (BAD_REQUEST when empty or with a null); one id is already a valid, sorted list.
+        v_seats := internal.seat_list(p_seats);
         v_n := cardinality(v_seats);
     END IF;
 
