@@ -33,10 +33,7 @@ fn model(e: &ModelError) -> WireError {
             ErrorCode::ScreeningClosed,
             "too late: the screening has started (cancelling closes at the cut-off before it)",
         ),
-        ModelError::HoldLimit => WireError::new(
-            ErrorCode::HoldLimit,
-            "you cannot hold or book more seats for this screening",
-        ),
+        ModelError::HoldLimit(m) => WireError::new(ErrorCode::HoldLimit, m.clone()),
         ModelError::SeatUnavailable(ids) => seats(
             ErrorCode::SeatUnavailable,
             "some seats are not available",
