@@ -1475,10 +1475,30 @@ async fn a_cinema_goer_at_desktop_and_phone_sizes() {
             .await,
         "confirmed"
     );
+    // Escape (the focus is on the question's answer) keeps the booking; asked again, confirmed.
+    let yes = format!(r#"[data-testid="confirm-cancel"][data-booking-id="{booking}"]"#);
+    b.wait(
+        "the focus on the confirmation",
+        &format!(
+            "document.activeElement === document.querySelector({})",
+            json!(yes)
+        ),
+    )
+    .await;
+    if let Err(e) = b.element(&yes).await.send_keys("\u{e00c}").await {
+        b.fail(&format!("cannot press Escape: {e}")).await
+    }
+    b.wait(
+        "Escape to take the question away",
+        r#"!document.querySelector('[data-testid="confirm-cancel"]')
+           && document.querySelector('[data-testid="booking"]').dataset.status === "confirmed""#,
+    )
+    .await;
     b.click(&format!(
-        r#"[data-testid="confirm-cancel"][data-booking-id="{booking}"]"#
+        r#"[data-testid="cancel-booking"][data-booking-id="{booking}"]"#
     ))
     .await;
+    b.click(&yes).await;
     b.wait(
         "the booking to show as cancelled",
         r#"document.querySelector('[data-testid="booking"]').dataset.status === "cancelled""#,
@@ -1512,6 +1532,7 @@ async fn a_cinema_goer_at_desktop_and_phone_sizes() {
             && size["page"].as_f64().is_some_and(|w| w <= 390.0),
         "phone: the seat map scrolls sideways, the page does not: {size}"
     );
+    b.run("window.scrollTo(0, 0);").await;
     b.shot("cinemagoer-phone.png", None).await;
     b.check_seat_colours(&at("A4"), &at("A5"), &at("Q3"), &at("Q4"))
         .await;

@@ -152,6 +152,13 @@ async function boot() {
   el.bestCount.replaceChildren(...Array.from({ length: 10 }, (_, i) => new Option(fmt.plural(i + 1, 'seat'), String(i + 1))));
   el.bestCount.value = '2';
   el.bookings.addEventListener('click', onBookingsClick);
+  el.bookings.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape' || !state.confirmCancel) return;
+    const id = state.confirmCancel;
+    state.confirmCancel = null;
+    renderBookings();
+    focusBookingButton(id, 'cancel-booking');
+  });
   el.nameForm.addEventListener('submit', (ev) => { ev.preventDefault(); startAuth(); });
   el.codeForm.addEventListener('submit', (ev) => { ev.preventDefault(); verifyCode(); });
   el.username.addEventListener('input', () => {

@@ -118,4 +118,13 @@ mod tests {
         assert_eq!(w.code, ErrorCode::Unavailable);
         assert!(!w.message.contains("refused"));
     }
+
+    #[test]
+    fn a_hold_limit_names_the_limit() {
+        // SQL writes this sentence for people; the page shows it as it is.
+        let said = "You can hold or book at most 4 seats for one screening.";
+        let w = method(&MethodError::Model(ModelError::HoldLimit(said.into())));
+        assert_eq!(w.code, ErrorCode::HoldLimit);
+        assert_eq!(w.message, said);
+    }
 }
