@@ -11,7 +11,12 @@
 //!   best seats for 3 then book, a hold refused by the no-orphan rule shows
 //!   the seat it would leave alone on the map and in words, the companion
 //!   rule likewise (`target/test-artifacts/boxoffice.png`);
-//! * a screenshot of the seat map in `target/test-artifacts/seatmap.png`.
+//! * a screenshot of the seat map in `target/test-artifacts/seatmap.png`;
+//! * a cinema-goer at 1400×1000 and on a 390×844 phone (issue 13 point 7):
+//!   the message line never covers seats, Book stays in view after a hold,
+//!   cancelling asks first, `HOLD_LIMIT` names the limit, phone seats are
+//!   32 px with a map that scrolls sideways, states and kinds differ in
+//!   colour (`target/test-artifacts/cinemagoer-*.png`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
 //! Without them the tests fail and say what to install; they never skip.
@@ -829,7 +834,7 @@ async fn two_browsers_share_a_live_seat_map() {
            || x.effect.getComputedTiming().iterations === Infinity)",
     )
     .await;
-    // The sticky message line would cover the panel's top: dismiss it, as a person would.
+    // The message line is not part of the seat panel's picture: dismiss it, as a person would.
     a.click(".message-close").await;
     a.wait(
         "the message line to close",
@@ -851,6 +856,10 @@ async fn two_browsers_share_a_live_seat_map() {
     tokio::join!(a.instrument(), b.instrument());
     a.click(&format!(
         r#"[data-testid="cancel-booking"][data-booking-id="{booking}"]"#
+    ))
+    .await;
+    a.click(&format!(
+        r#"[data-testid="confirm-cancel"][data-booking-id="{booking}"]"#
     ))
     .await;
     a.wait(
@@ -1160,4 +1169,398 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
     b.wait_seat(&seat["B2"], "free", false).await;
     b.close().await;
     println!("box office in the browser: {:?}", started.elapsed());
+}
+
+/// A hall that scrolls at 1400×1000 and, sideways, on a phone: 18 rows of 20
+/// seats with two aisles, the back two rows vip.
+fn goer_layout() -> Vec<String> {
+    (0..18)
+        .map(|r| {
+            let k = if r >= 16 { "v" } else { "s" };
+            format!("{0}.{1}.{0}", k.repeat(4), k.repeat(12))
+        })
+        .collect()
+}
+
+impl Browser {
+    /// The page's viewport in CSS pixels (Chromium's device metrics, over
+    /// chromedriver's CDP endpoint): exact, unlike a window size.
+    async fn viewport(&self, width: u32, height: u32, mobile: bool) {
+        let body = json!({
+            "cmd": "Emulation.setDeviceMetricsOverride",
+            "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        });
+        let path = format!("/session/{}/goog/cdp/execute", self.session);
+        let (code, answer) = driver_http(self.driver, "POST", &path, &body.to_string()).await;
+        if code != 200 {
+            self.fail(&format!("cannot set the viewport: HTTP {code} {answer}"))
+                .await
+        }
+        self.wait(
+            &format!("a {width}x{height} viewport"),
+            &format!("innerWidth === {width} && innerHeight === {height}"),
+        )
+        .await;
+    }
+
+    /// Scrolls the window so that the top of `css` sits `top` px below the
+    /// window's top edge; the element at its centre afterwards, as
+    /// `{hit, top}` (`hit`: the element itself or a descendant answers there).
+    async fn hit_after_scroll(&self, css: &str, top: i64) -> Value {
+        self.eval(&format!(
+            r#"(e => {{
+                 window.scrollTo(0, e.getBoundingClientRect().top + scrollY - {top});
+                 const r = e.getBoundingClientRect();
+                 const at = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                 return {{ hit: !!at && e.contains(at), top: r.top, at: at ? at.className : null,
+                          scroll_y: scrollY, height: document.documentElement.scrollHeight }};
+               }})(document.querySelector({}))"#,
+            json!(css)
+        ))
+        .await
+    }
+
+    async fn settled(&self) {
+        self.wait(
+            "the seat colours to finish their transitions",
+            "document.getAnimations().every(x => x.playState !== 'running' \
+               || x.effect.getComputedTiming().iterations === Infinity)",
+        )
+        .await;
+    }
+
+    /// Point 6 of issue 13: each state and kind clearly distinct. `vip` is
+    /// selected for the check and unselected again.
+    async fn check_seat_colours(&self, free: &str, booked: &str, vip: &str, vip_other: &str) {
+        self.click(vip).await;
+        self.wait(
+            "the vip seat to be selected",
+            &format!(
+                r#"document.querySelector({}).getAttribute('aria-pressed') === "true""#,
+                json!(vip)
+            ),
+        )
+        .await;
+        self.settled().await;
+        let v = self
+            .eval(&format!(
+                r#"(() => {{
+                 const rgb = (c) => (c.match(/[\d.]+/g) || []).slice(0, 3).map(Number);
+                 const lum = (c) => rgb(c).map((v) => {{ v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }})
+                                          .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+                 const hue = (c) => {{
+                   const [r, g, b] = rgb(c).map((v) => v / 255);
+                   const max = Math.max(r, g, b), min = Math.min(r, g, b), d = max - min;
+                   if (d < 0.08) return null; // grey: no hue to speak of
+                   const h = max === r ? ((g - b) / d) % 6 : max === g ? (b - r) / d + 2 : (r - g) / d + 4;
+                   return (h * 60 + 360) % 360;
+                 }};
+                 // apart: luminance contrast ratio, or hue distance / 30 (60 degrees counts as 2:1)
+                 const apart = (a, b) => {{
+                   const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+                   const contrast = (x + 0.05) / (y + 0.05);
+                   const [ha, hb] = [hue(a), hue(b)];
+                   const dh = ha === null || hb === null ? 0 : Math.min(Math.abs(ha - hb), 360 - Math.abs(ha - hb));
+                   return Math.max(contrast, dh / 30);
+                 }};
+                 const st = (css) => getComputedStyle(document.querySelector(css));
+                 const free = st({free}), booked = st({booked}), vip = st({vip_other}), sel = st({vip});
+                 return {{
+                   free_booked: apart(free.backgroundColor, booked.backgroundColor),
+                   vip_selected: apart(vip.backgroundColor, sel.backgroundColor),
+                   vip_edge_selected: Math.min(apart(vip.borderTopColor, sel.backgroundColor),
+                                               apart(vip.borderLeftColor, sel.backgroundColor)),
+                   vip_free: apart(vip.backgroundColor, free.backgroundColor),
+                   colours: [free.backgroundColor, booked.backgroundColor, vip.backgroundColor,
+                             vip.borderTopColor, sel.backgroundColor].join(' / '),
+                 }};
+               }})()"#,
+                free = json!(free),
+                booked = json!(booked),
+                vip = json!(vip),
+                vip_other = json!(vip_other),
+            ))
+            .await;
+        let at_least = |key: &str, min: f64| {
+            let got = v[key].as_f64().unwrap_or(0.0);
+            assert!(
+                got >= min,
+                "[{}] {key}: {got:.2} < {min} (free / booked / vip / vip edge / selected: {})",
+                self.name,
+                v["colours"]
+            );
+        };
+        at_least("free_booked", 2.5);
+        at_least("vip_selected", 2.5);
+        at_least("vip_edge_selected", 2.0);
+        at_least("vip_free", 1.5);
+        self.click(vip).await;
+        self.wait(
+            "the vip seat to be unselected",
+            &format!(
+                r#"document.querySelector({}).getAttribute('aria-pressed') === "false""#,
+                json!(vip)
+            ),
+        )
+        .await;
+    }
+}
+
+/// Issue 13 point 7, as a cinema-goer sees the page at 1400×1000 and on a
+/// 390×844 phone: the message line never covers seats, Book stays in view
+/// after a hold, cancelling asks first, `HOLD_LIMIT` names the limit, phone
+/// seats are tappable and the map scrolls sideways, and seat states and
+/// kinds are told apart by colour. Screenshots: `cinemagoer-*.png`.
+#[tokio::test]
+async fn a_cinema_goer_at_desktop_and_phone_sizes() {
+    let started = Instant::now();
+    let app = TestApp::spawn().await;
+    let c = app.db.psql().await;
+    let row = c
+        .query_one(
+            "WITH ci AS (SELECT admin.create_cinema('Goer Cinema', 'Testville', '1 Test Street', 'Europe/Berlin') AS id),
+                  f AS (SELECT admin.create_film('Goer Film', 100, '6') AS id),
+                  sc AS (SELECT admin.create_screening(
+                             admin.create_hall_layout((SELECT id FROM ci), 'Big hall', $1),
+                             (SELECT id FROM f), now() + interval '3 hours', 1000, 'EUR') AS id)
+             SELECT (SELECT id FROM sc)::text, (SELECT id FROM ci)::text,
+                    to_char((now() + interval '3 hours') AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD')",
+            &[&goer_layout()],
+        )
+        .await
+        .expect("a screening in a big hall");
+    let (screening, cinema, day): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    // Somebody else booked A5-A8; the limit per screening is 4 (the default is 10).
+    c.batch_execute(&format!(
+        "SELECT admin.set_seat_limit(4);
+         WITH u AS (INSERT INTO users (username, totp_secret, last_step) VALUES ('someone', '\\x00'::bytea, 0) RETURNING id),
+              s AS (SELECT array_agg(se.id) AS ids FROM seats se JOIN screenings sc ON sc.hall_id = se.hall_id
+                     WHERE sc.id = {screening} AND se.row_label = 'A' AND se.number BETWEEN 5 AND 8),
+              h AS (SELECT api.hold_seats((SELECT id FROM u), {screening}, (SELECT ids FROM s)))
+         SELECT api.book_seats((SELECT id FROM u), {screening}, (SELECT ids FROM s)) FROM h;"
+    ))
+    .await
+    .expect("a booking by somebody else, and a seat limit of 4");
+    let seat = seat_ids_by_name(&app, &screening).await;
+    let at = |name: &str| Browser::seat(&seat[name]);
+
+    let driver = Driver::start().await;
+    let b = driver.browser("goer").await;
+    b.viewport(1400, 1000, false).await;
+    b.open(&format!(
+        "{}#cinema={cinema}&day={day}&screening={screening}",
+        page(&app)
+    ))
+    .await;
+    b.wait(
+        "the whole seat map",
+        r#"document.querySelectorAll('[data-testid="seat"]').length === 360"#,
+    )
+    .await;
+    b.wait_seat(&seat["A5"], "booked", false).await;
+    b.register("dora").await;
+    b.wait(
+        "the map to be in sync after the login reconnect",
+        r#"document.querySelector('[data-testid="seat-map"]').dataset.version !== ""
+           && !document.querySelector('[data-testid="seat-map"]').classList.contains('stale')"#,
+    )
+    .await;
+
+    // 6: free and booked, vip and selected, told apart at a glance.
+    b.check_seat_colours(&at("A4"), &at("A5"), &at("Q3"), &at("Q4"))
+        .await;
+
+    // 1: with a message shown, a first-row seat scrolled to the window's top is
+    // the seat under the pointer, and a back-row seat scrolled into view is not
+    // under the sticky action bar.
+    b.wait(
+        "a message on screen",
+        r#"!document.querySelector('.message-bar').hidden"#,
+    )
+    .await;
+    let hit = b.hit_after_scroll(&at("A1"), 4).await;
+    assert!(
+        hit["hit"] == true && hit["top"].as_f64().is_some_and(|t| t < 40.0),
+        "desktop: a seat at the window's top is covered (by {}): {hit}",
+        hit["at"]
+    );
+    let hit = b
+        .eval(&format!(
+            r#"(e => {{ e.scrollIntoView({{block: 'end'}});
+                        const r = e.getBoundingClientRect();
+                        const at = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                        return {{ hit: !!at && e.contains(at), at: at ? at.className : null }}; }})
+               (document.querySelector({}))"#,
+            json!(at("R10"))
+        ))
+        .await;
+    assert!(
+        hit["hit"] == true,
+        "desktop: a back-row seat scrolled into view is covered: {hit}"
+    );
+
+    // 4: five seats over a limit of 4: HOLD_LIMIT, and the message says 4.
+    for n in 8..=12 {
+        b.click(&at(&format!("C{n}"))).await;
+    }
+    b.click(r#"[data-testid="hold-button"]"#).await;
+    b.wait(
+        "HOLD_LIMIT in the message line",
+        r#"document.querySelector('[data-testid="message"]').dataset.code === "HOLD_LIMIT""#,
+    )
+    .await;
+    let msg = b.text("message").await;
+    assert!(
+        msg.contains("at most 4 seats"),
+        "the HOLD_LIMIT message names the limit: {msg}"
+    );
+
+    // 2: after holding four, Book is on screen, wherever the page is scrolled.
+    b.click(&at("C12")).await;
+    b.click(r#"[data-testid="hold-button"]"#).await;
+    for n in 8..=11 {
+        b.wait_seat(&seat[&format!("C{n}")], "held", true).await;
+    }
+    let book_in_view = r#"(e => { const r = e.getBoundingClientRect();
+                                 const at = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                                 return r.top >= 0 && r.bottom <= innerHeight && r.height > 0 && !!at && e.contains(at); })
+                          (document.querySelector('[data-testid="book-button"]'))"#;
+    for y in ["0", "document.documentElement.scrollHeight"] {
+        b.run(&format!("window.scrollTo(0, {y});")).await;
+        let seen = b.eval(book_in_view).await;
+        assert!(
+            seen == true,
+            "desktop: Book is out of view after a hold (scrolled to {y}): {}",
+            b.eval(r#"JSON.stringify(document.querySelector('[data-testid="book-button"]').getBoundingClientRect())"#).await
+        );
+    }
+    b.run("window.scrollTo(0, 0);").await;
+    b.settled().await;
+    b.shot("cinemagoer-desktop-held.png", None).await;
+
+    // 3: cancelling asks first; only the confirmation cancels.
+    b.click(r#"[data-testid="book-button"]"#).await;
+    let booking = b
+        .wait(
+            "the booking in the list",
+            r#"(x => x && x.dataset.status === "confirmed" && x.dataset.bookingId)(document.querySelector('[data-testid="booking"]'))"#,
+        )
+        .await;
+    let booking = booking.as_str().expect("booking id").to_owned();
+    b.click(&format!(
+        r#"[data-testid="cancel-booking"][data-booking-id="{booking}"]"#
+    ))
+    .await;
+    b.wait(
+        "the confirmation question",
+        r#"(e => e && e.offsetParent !== null)(document.querySelector('[data-testid="confirm-cancel"]'))"#,
+    )
+    .await;
+    b.shot("cinemagoer-desktop-cancel.png", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status: String = c
+        .query_one(
+            "SELECT status FROM bookings WHERE id = $1::text::bigint",
+            &[&booking],
+        )
+        .await
+        .expect("booking status")
+        .get(0);
+    assert_eq!(
+        status, "confirmed",
+        "one click on Cancel cancelled the booking"
+    );
+    assert_eq!(
+        b.eval(r#"document.querySelector('[data-testid="booking"]').dataset.status"#)
+            .await,
+        "confirmed"
+    );
+    // Escape (the focus is on the question's answer) keeps the booking; asked again, confirmed.
+    let yes = format!(r#"[data-testid="confirm-cancel"][data-booking-id="{booking}"]"#);
+    b.wait(
+        "the focus on the confirmation",
+        &format!(
+            "document.activeElement === document.querySelector({})",
+            json!(yes)
+        ),
+    )
+    .await;
+    if let Err(e) = b.element(&yes).await.send_keys("\u{e00c}").await {
+        b.fail(&format!("cannot press Escape: {e}")).await
+    }
+    b.wait(
+        "Escape to take the question away",
+        r#"!document.querySelector('[data-testid="confirm-cancel"]')
+           && document.querySelector('[data-testid="booking"]').dataset.status === "confirmed""#,
+    )
+    .await;
+    b.click(&format!(
+        r#"[data-testid="cancel-booking"][data-booking-id="{booking}"]"#
+    ))
+    .await;
+    b.click(&yes).await;
+    b.wait(
+        "the booking to show as cancelled",
+        r#"document.querySelector('[data-testid="booking"]').dataset.status === "cancelled""#,
+    )
+    .await;
+    b.wait_seat(&seat["C8"], "free", false).await;
+
+    // The phone: 390×844.
+    b.viewport(390, 844, true).await;
+    // 5: seats at least 32 px; the map, not the page, scrolls sideways.
+    let size = b
+        .wait(
+            "the phone layout",
+            &format!(
+                r#"(e => {{ const w = document.querySelector('.seat-map-wrap');
+                           return getComputedStyle(document.querySelector('.layout')).gridTemplateColumns.split(' ').length === 1
+                             && {{ seat: e.getBoundingClientRect().width, scroll: w.scrollWidth, client: w.clientWidth,
+                                  overflow: getComputedStyle(w).overflowX, page: document.documentElement.scrollWidth }}; }})
+                   (document.querySelector({}))"#,
+                json!(at("A1"))
+            ),
+        )
+        .await;
+    assert!(
+        size["seat"].as_f64().is_some_and(|w| w >= 32.0),
+        "phone: seats are at least 32 px wide: {size}"
+    );
+    assert!(
+        size["scroll"].as_f64().unwrap_or(0.0) > size["client"].as_f64().unwrap_or(0.0) + 32.0
+            && size["overflow"] == "auto"
+            && size["page"].as_f64().is_some_and(|w| w <= 390.0),
+        "phone: the seat map scrolls sideways, the page does not: {size}"
+    );
+    b.run("window.scrollTo(0, 0);").await;
+    b.shot("cinemagoer-phone.png", None).await;
+    b.check_seat_colours(&at("A4"), &at("A5"), &at("Q3"), &at("Q4"))
+        .await;
+    // The far end of a row: scrolled to inside the map, and tapped.
+    b.run(r#"(w => { w.scrollLeft = w.scrollWidth; })(document.querySelector('.seat-map-wrap'))"#)
+        .await;
+    b.wait(
+        "a message on screen",
+        r#"!document.querySelector('.message-bar').hidden"#,
+    )
+    .await;
+    let hit = b.hit_after_scroll(&at("A20"), 4).await;
+    assert!(
+        hit["hit"] == true,
+        "phone: a seat at the window's top is covered (by {}): {hit}",
+        hit["at"]
+    );
+    b.click(&at("A20")).await;
+    b.wait(
+        "the far seat to be selected",
+        &format!(
+            r#"document.querySelector({}).getAttribute('aria-pressed') === "true""#,
+            json!(at("A20"))
+        ),
+    )
+    .await;
+    b.settled().await;
+    b.shot("cinemagoer-phone-scrolled.png", None).await;
+    b.close().await;
+    println!("a cinema-goer at two sizes: {:?}", started.elapsed());
 }

@@ -103,6 +103,8 @@ const state = {
   /** seat id -> "C7", from every snapshot seen (bookings and messages name seats). */
   seatNames: new Map(),
   bookings: [],
+  /** The booking whose Cancel was pressed once: it asks "Cancel this booking?" before doing it. */
+  confirmCancel: null,
   /** An action (hold, release, book, cancel) is waiting for its answer. */
   busy: false,
   authBusy: false,
@@ -150,6 +152,13 @@ async function boot() {
   el.bestCount.replaceChildren(...Array.from({ length: 10 }, (_, i) => new Option(fmt.plural(i + 1, 'seat'), String(i + 1))));
   el.bestCount.value = '2';
   el.bookings.addEventListener('click', onBookingsClick);
+  el.bookings.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape' || !state.confirmCancel) return;
+    const id = state.confirmCancel;
+    state.confirmCancel = null;
+    renderBookings();
+    focusBookingButton(id, 'cancel-booking');
+  });
   el.nameForm.addEventListener('submit', (ev) => { ev.preventDefault(); startAuth(); });
   el.codeForm.addEventListener('submit', (ev) => { ev.preventDefault(); verifyCode(); });
   el.username.addEventListener('input', () => {
@@ -159,6 +168,14 @@ async function boot() {
   el.logout.addEventListener('click', logout);
   el.retryNow.addEventListener('click', () => client.retryNow());
   el.messageClose.addEventListener('click', () => { el.messageBar.hidden = true; });
+  // The action bar sticks to the window's bottom on wide screens (style.css):
+  // its height is the page's scroll padding, so seats scrolled into view stop above it.
+  const actions = document.querySelector('.actions');
+  if (actions && 'ResizeObserver' in window) {
+    new ResizeObserver(() => {
+      document.documentElement.style.setProperty('--actions-h', `${actions.offsetHeight}px`);
+    }).observe(actions);
+  }
 
   renderSession();
   renderConnection();
@@ -841,7 +858,30 @@ function renderBookings() {
       cancel.dataset.bookingId = b.id;
       cancel.textContent = 'Cancel';
       cancel.setAttribute('aria-label', `Cancel booking: ${title.textContent}, ${seats}`);
+      cancel.setAttribute('aria-expanded', String(state.confirmCancel === b.id));
       li.append(cancel);
+      // A cancellation gives the seats away to anybody: one slip of the finger must not do it.
+      if (state.confirmCancel === b.id) {
+        const ask = document.createElement('div');
+        ask.className = 'cancel-confirm';
+        ask.dataset.testid = 'cancel-confirm';
+        ask.setAttribute('role', 'group');
+        ask.setAttribute('aria-label', 'Confirm the cancellation');
+        const yes = document.createElement('button');
+        yes.type = 'button';
+        yes.className = 'btn danger small';
+        yes.dataset.testid = 'confirm-cancel';
+        yes.dataset.bookingId = b.id;
+        yes.textContent = 'Yes, cancel it';
+        const no = document.createElement('button');
+        no.type = 'button';
+        no.className = 'btn ghost small';
+        no.dataset.testid = 'keep-booking';
+        no.dataset.bookingId = b.id;
+        no.textContent = 'Keep it';
+        ask.append(span('cancel-question', `Cancel ${seats}? The seats go back on sale.`), yes, no);
+        li.append(ask);
+      }
     }
     return li;
   }));
@@ -850,11 +890,34 @@ function renderBookings() {
 function onBookingsClick(ev) {
   const cancel = ev.target.closest('[data-testid="cancel-booking"]');
   if (cancel) {
-    cancelBooking(cancel.dataset.bookingId);
+    const id = cancel.dataset.bookingId;
+    state.confirmCancel = state.confirmCancel === id ? null : id;
+    renderBookings();
+    focusBookingButton(id, state.confirmCancel ? 'confirm-cancel' : 'cancel-booking');
+    return;
+  }
+  const keep = ev.target.closest('[data-testid="keep-booking"]');
+  if (keep) {
+    state.confirmCancel = null;
+    renderBookings();
+    focusBookingButton(keep.dataset.bookingId, 'cancel-booking');
+    return;
+  }
+  const confirm = ev.target.closest('[data-testid="confirm-cancel"]');
+  if (confirm) {
+    state.confirmCancel = null;
+    confirm.disabled = true;
+    cancelBooking(confirm.dataset.bookingId);
     return;
   }
   const open = ev.target.closest('.booking-open');
   if (open) openScreening(open.dataset.screeningId);
+}
+
+/** Keeps the keyboard focus on the booking's buttons across a re-render. */
+function focusBookingButton(bookingId, testid) {
+  const b = el.bookings.querySelector(`[data-testid="${testid}"][data-booking-id="${CSS.escape(bookingId)}"]`);
+  if (b) b.focus();
 }
 
 function cancelBooking(bookingId) {

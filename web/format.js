@@ -272,8 +272,14 @@ export function describeError(err, context = '', seatNames = (ids) => plural(ids
       }
       return 'Those seats cannot be held together under the cinema\'s seating rules. Pick other seats.';
     }
-    case 'HOLD_LIMIT':
+    case 'HOLD_LIMIT': {
+      // The server's sentence names the limit in force ("at most 10 seats for one
+      // screening", or the limit over all screenings): a DBA can change either.
+      const said = typeof data.message === 'string' ? data.message.trim() : '';
+      const limit = /\d+/.exec(said);
+      if (limit) return `${said.charAt(0).toUpperCase()}${said.slice(1)}${/[.!]$/.test(said) ? '' : '.'} Choose fewer seats.`;
       return 'You have reached the limit of seats one person may hold or book for this screening.';
+    }
     case 'HOLD_EXPIRED':
       return 'Your hold ran out before booking. Select the seats and hold them again.';
     case 'SCREENING_CLOSED':

@@ -33,10 +33,7 @@ fn model(e: &ModelError) -> WireError {
             ErrorCode::ScreeningClosed,
             "too late: the screening has started (cancelling closes at the cut-off before it)",
         ),
-        ModelError::HoldLimit => WireError::new(
-            ErrorCode::HoldLimit,
-            "you cannot hold or book more seats for this screening",
-        ),
+        ModelError::HoldLimit(m) => WireError::new(ErrorCode::HoldLimit, m.clone()),
         ModelError::SeatUnavailable(ids) => seats(
             ErrorCode::SeatUnavailable,
             "some seats are not available",
@@ -120,5 +117,14 @@ mod tests {
         let w = subscription(&SubscriptionError::Unavailable("connection refused".into()));
         assert_eq!(w.code, ErrorCode::Unavailable);
         assert!(!w.message.contains("refused"));
+    }
+
+    #[test]
+    fn a_hold_limit_names_the_limit() {
+        // SQL writes this sentence for people; the page shows it as it is.
+        let said = "You can hold or book at most 4 seats for one screening.";
+        let w = method(&MethodError::Model(ModelError::HoldLimit(said.into())));
+        assert_eq!(w.code, ErrorCode::HoldLimit);
+        assert_eq!(w.message, said);
     }
 }

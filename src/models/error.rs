@@ -17,8 +17,10 @@ pub enum ModelError {
     NotFound,
     #[error("the screening has started")]
     ScreeningClosed,
-    #[error("seat limit reached")]
-    HoldLimit,
+    /// A seat limit; the message is SQL's sentence for people, which names
+    /// the limit (like `BadRequest`'s, it is written for the client).
+    #[error("seat limit reached: {0}")]
+    HoldLimit(String),
     #[error("seats unavailable")]
     SeatUnavailable(Vec<String>),
     #[error("hold expired")]
@@ -99,7 +101,7 @@ pub fn from_pg(e: tokio_postgres::Error) -> ModelError {
         "MQ404" => ModelError::NotFound,
         "MQ409" => ModelError::SeatUnavailable(seat_list(detail)),
         "MQ410" => ModelError::ScreeningClosed,
-        "MQ411" => ModelError::HoldLimit,
+        "MQ411" => ModelError::HoldLimit(db.message().to_owned()),
         "MQ412" => ModelError::HoldExpired(seat_list(detail)),
         "MQ413" => ModelError::UsernameTaken,
         "MQ422" => seat_rule(detail),
