@@ -49,6 +49,23 @@ $$;
 COMMENT ON FUNCTION internal.setting(text) IS
     'Reads a setting on every call (no caching) so admin.set_* apply to the next request on every replica.';
 
+CREATE OR REPLACE FUNCTION internal.put_setting(p_key text, p_value int, p_min int, p_max int, p_message text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF p_value IS NULL OR p_value NOT BETWEEN p_min AND p_max THEN
+        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = p_message;
+    END IF;
+    INSERT INTO settings AS s (key, value) VALUES (p_key, p_value)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+END;
+$$;
+
+COMMENT ON FUNCTION internal.put_setting(text, int, int, int, text) IS
+    'What every admin.set_* of one number does: BAD_REQUEST with p_message unless p_min <= p_value <= p_max, then '
+    'the setting is written (a new key is added); it applies to the next request on every replica.';
+
 CREATE OR REPLACE FUNCTION internal.seat_list(p_seats bigint[])
 RETURNS bigint[]
 LANGUAGE plpgsql

@@ -640,11 +640,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF set_cancel_cutoff.minutes IS NULL OR set_cancel_cutoff.minutes NOT BETWEEN 0 AND 43200 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'The cancellation cut-off must be 0 to 43200 minutes (30 days).';
-    END IF;
-    INSERT INTO settings AS s (key, value) VALUES ('cancel_cutoff_minutes', set_cancel_cutoff.minutes)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM internal.put_setting('cancel_cutoff_minutes', set_cancel_cutoff.minutes, 0, 43200,
+                                 'The cancellation cut-off must be 0 to 43200 minutes (30 days).');
 END;
 $$;
 

@@ -254,11 +254,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF set_hold_ttl.seconds IS NULL OR set_hold_ttl.seconds NOT BETWEEN 1 AND 86400 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'The hold TTL must be between 1 and 86400 seconds.';
-    END IF;
-    INSERT INTO settings AS s (key, value) VALUES ('hold_ttl_seconds', set_hold_ttl.seconds)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM internal.put_setting('hold_ttl_seconds', set_hold_ttl.seconds, 1, 86400,
+                                 'The hold TTL must be between 1 and 86400 seconds.');
 END;
 $$;
 
@@ -273,11 +270,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF set_seat_limit.n IS NULL OR set_seat_limit.n NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'The seat limit must be between 1 and 1000.';
-    END IF;
-    INSERT INTO settings AS s (key, value) VALUES ('seat_limit', set_seat_limit.n)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM internal.put_setting('seat_limit', set_seat_limit.n, 1, 1000,
+                                 'The seat limit must be between 1 and 1000.');
 END;
 $$;
 
@@ -292,11 +286,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF set_user_hold_limit.n IS NULL OR set_user_hold_limit.n NOT BETWEEN 1 AND 100000 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'The hold limit per user must be between 1 and 100000.';
-    END IF;
-    INSERT INTO settings AS s (key, value) VALUES ('user_hold_limit', set_user_hold_limit.n)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM internal.put_setting('user_hold_limit', set_user_hold_limit.n, 1, 100000,
+                                 'The hold limit per user must be between 1 and 100000.');
 END;
 $$;
 
@@ -311,11 +302,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF set_max_hold_seconds.s IS NULL OR set_max_hold_seconds.s NOT BETWEEN 1 AND 604800 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400', MESSAGE = 'The hold lifetime must be between 1 and 604800 seconds.';
-    END IF;
-    INSERT INTO settings AS st (key, value) VALUES ('max_hold_seconds', set_max_hold_seconds.s)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM internal.put_setting('max_hold_seconds', set_max_hold_seconds.s, 1, 604800,
+                                 'The hold lifetime must be between 1 and 604800 seconds.');
 END;
 $$;
 
@@ -330,12 +318,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF set_registration_limit.per_hour IS NULL OR set_registration_limit.per_hour NOT BETWEEN 0 AND 1000000 THEN
-        RAISE EXCEPTION USING ERRCODE = 'MQ400',
-            MESSAGE = 'The registration limit must be between 0 (off) and 1000000 per hour.';
-    END IF;
-    INSERT INTO settings AS s (key, value) VALUES ('registrations_per_hour', set_registration_limit.per_hour)
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM internal.put_setting('registrations_per_hour', set_registration_limit.per_hour, 0, 1000000,
+                                 'The registration limit must be between 0 (off) and 1000000 per hour.');
 END;
 $$;
 
