@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::controllers::{self, sessions::Sessions, State};
+use crate::controllers::{self, sessions::Sessions, Origins, State};
 use crate::core::db::Db;
 use crate::core::hub::{Hub, SEND_QUEUE_BYTES};
 use crate::core::listener::{Listener, ListenerEvent};
@@ -118,7 +118,7 @@ impl Server {
         let replica_id = replica_id();
         let drain_timeout = config.ws_drain_timeout;
         let state = Arc::new(State {
-            origins: config.origins_for(http_addr.port()),
+            origins: Origins::new(config.origins_for(http_addr.port())),
             config,
             replica_id: replica_id.clone(),
             db: db.clone(),

@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 use warp::http::{header, HeaderValue, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
-use super::ws::origin_allowed;
 use super::{web, State};
 use crate::methods::auth::{authenticate, revoke_token, TokenCheck};
 use crate::shared::protocol::PROTOCOL_VERSION;
@@ -205,7 +204,7 @@ fn with_cookie(status: StatusCode, cookie: &str) -> warp::reply::Response {
 }
 
 async fn set_session(origin: Option<String>, body: Bytes, s: Arc<State>) -> warp::reply::Response {
-    if !origin_allowed(&s, origin.as_deref()) {
+    if !s.origin_allowed(origin.as_deref()) {
         return error(StatusCode::FORBIDDEN, "FORBIDDEN");
     }
     let token = serde_json::from_slice::<Value>(&body)
@@ -236,7 +235,7 @@ async fn logout(
     token: Option<String>,
     s: Arc<State>,
 ) -> warp::reply::Response {
-    if !origin_allowed(&s, origin.as_deref()) {
+    if !s.origin_allowed(origin.as_deref()) {
         return error(StatusCode::FORBIDDEN, "FORBIDDEN");
     }
     if let Some(t) = token {

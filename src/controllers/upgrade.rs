@@ -1,7 +1,9 @@
 //! The WebSocket port's HTTP/1.1 upgrade, read and answered here rather than
-//! through warp: warp 0.4's WebSocket builder cannot size tungstenite's
-//! buffers (each socket would pin a 128 KiB read buffer) nor set
-//! `TCP_NODELAY` (small pushes would wait on Nagle's algorithm).
+//! through warp or tungstenite's handshake: warp 0.4's WebSocket builder
+//! cannot size tungstenite's buffers (each socket would pin a 128 KiB read
+//! buffer) nor set `TCP_NODELAY` (small pushes would wait on Nagle's
+//! algorithm), and tungstenite's server handshake cannot answer 404 or 426
+//! before its callback runs, nor refuse a foreign `Origin` with a body.
 //!
 //! Order of checks: path (`/` or `/ws`, else 404), a valid WebSocket
 //! upgrade (400, or 426 for another protocol version), then `Origin`
@@ -14,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::State;
+use super::{Origins, State};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -41,7 +43,7 @@ pub async fn read(stream: &mut TcpStream, state: &State) -> Option<Request> {
     let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream))
         .await
         .ok()??;
-    match check(&head, state) {
+    match check(&head, &state.origins) {
         Ok(req) => Some(req),
         Err((status, code, extra)) => {
             let body = format!("{{\"error\":\"{code}\"}}");
@@ -105,7 +107,7 @@ const VERSION: Refusal = (
     "sec-websocket-version: 13\r\nupgrade: websocket\r\n",
 );
 
-fn check(head: &[u8], state: &State) -> Result<Request, Refusal> {
+fn check(head: &[u8], origins: &Origins) -> Result<Request, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(head) {
@@ -136,9 +138,9 @@ fn check(head: &[u8], state: &State) -> Result<Request, Refusal> {
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
         .ok_or(BAD)?;
-    let mut origins = header("origin");
-    if let Some(origin) = origins.next() {
-        if origins.next().is_some() || !super::ws::origin_allowed(state, Some(origin)) {
+    let mut origins_sent = header("origin");
+    if let Some(origin) = origins_sent.next() {
+        if origins_sent.next().is_some() || !origins.allows(Some(origin)) {
             return Err(FORBIDDEN);
         }
     }
@@ -161,4 +163,105 @@ fn check(head: &[u8], state: &State) -> Result<Request, Refusal> {
         leftover: head[len..].to_vec(),
         forwarded_for: header("x-forwarded-for").map(str::to_owned).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins() -> Origins {
+        Origins::new(vec!["http://localhost:3000/".into()])
+    }
+
+    fn head(path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn refusal(r: Result<Request, Refusal>) -> &'static str {
+        match r {
+            Ok(_) => "accepted",
+            Err((status, _, _)) => status,
+        }
+    }
+
+    #[test]
+    fn a_valid_upgrade_is_accepted_on_both_paths_with_its_token() {
+        let r =
+            check(&head("/ws?x=1", "Cookie: a=b; token=abc\r\n"), &origins()).expect("accepted");
+        assert_eq!(r.token.as_deref(), Some("abc"));
+        let r = check(&head("/", "Authorization: Bearer xyz\r\n"), &origins()).expect("accepted");
+        assert_eq!(r.token.as_deref(), Some("xyz"));
+        let mut early = head("/", "");
+        early.extend_from_slice(b"\x81\x00");
+        assert_eq!(
+            check(&early, &origins()).expect("accepted").leftover,
+            b"\x81\x00"
+        );
+    }
+
+    #[test]
+    fn refusals_come_in_the_documented_order() {
+        assert_eq!(
+            refusal(check(
+                &head("/nope", "Origin: https://evil.example\r\n"),
+                &origins()
+            )),
+            "404 Not Found"
+        );
+        assert_eq!(
+            refusal(check(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &origins())),
+            "400 Bad Request"
+        );
+        let old = String::from_utf8(head("/", ""))
+            .expect("utf-8")
+            .replace("Version: 13", "Version: 8");
+        assert_eq!(
+            refusal(check(old.as_bytes(), &origins())),
+            "426 Upgrade Required"
+        );
+        let no_key = String::from_utf8(head("/", ""))
+            .expect("utf-8")
+            .replace("Sec-WebSocket-Key", "X-Key");
+        assert_eq!(
+            refusal(check(no_key.as_bytes(), &origins())),
+            "400 Bad Request"
+        );
+    }
+
+    #[test]
+    fn the_origin_must_be_allowed_and_single() {
+        assert_eq!(
+            refusal(check(
+                &head("/", "Origin: http://LOCALHOST:3000\r\n"),
+                &origins()
+            )),
+            "accepted"
+        );
+        assert_eq!(
+            refusal(check(&head("/", ""), &origins())),
+            "accepted",
+            "no Origin: not a browser"
+        );
+        assert_eq!(
+            refusal(check(
+                &head("/", "Origin: https://evil.example\r\n"),
+                &origins()
+            )),
+            "403 Forbidden"
+        );
+        assert_eq!(
+            refusal(check(
+                &head(
+                    "/",
+                    "Origin: http://localhost:3000\r\nOrigin: https://evil.example\r\n"
+                ),
+                &origins()
+            )),
+            "403 Forbidden"
+        );
+    }
 }

@@ -123,17 +123,6 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
     connection(socket, state, check, address).await;
 }
 
-/// True when the Origin header (if any) is allowed.
-pub fn origin_allowed(state: &State, origin: Option<&str>) -> bool {
-    match origin {
-        None => true,
-        Some(o) => {
-            let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
-            state.origins.contains(&o)
-        }
-    }
-}
-
 fn session_frame(state: &State, conn: &ConnState) -> String {
     frame(
         "session",
