@@ -4,12 +4,14 @@
 -- maps the SQLSTATE (never the message text) to the wire error code:
 --
 --   MQ400 BAD_REQUEST        MQ410 SCREENING_CLOSED
---   MQ401 UNAUTHORIZED       MQ411 HOLD_LIMIT
+--   MQ401 UNAUTHORIZED       MQ411 HOLD_LIMIT        (MESSAGE names the limit)
 --   MQ404 NOT_FOUND          MQ412 HOLD_EXPIRED      (DETAIL: JSON array of seat ids as strings)
---   MQ409 SEAT_UNAVAILABLE   MQ413 USERNAME_TAKEN
---         (DETAIL: JSON array of seat ids as strings)
---   MQ429 RATE_LIMITED       (DETAIL: retry_after_s as an integer string)
+--   MQ409 SEAT_UNAVAILABLE   (DETAIL: JSON array of seat ids as strings)
 --   MQ422 SEAT_RULE          (DETAIL: {"rule":"orphan"|"companion","seat_ids":[...]}; sql/45_box_office.sql)
+--
+-- USERNAME_TAKEN and RATE_LIMITED are never raised: the auth functions
+-- (sql/50_auth.sql) return them as outcome rows, because raising would roll
+-- back the failed attempt they have just recorded.
 --
 -- MESSAGE is plain English fit for an end user: no SQL, no internals.
 -- When several errors apply, checks run in the protocol's order, so the first

@@ -18,7 +18,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{web, State};
 use crate::methods::auth::{authenticate, revoke_token, TokenCheck};
-use crate::shared::protocol::PROTOCOL_VERSION;
+use crate::shared::protocol::{ErrorCode, PROTOCOL_VERSION};
 
 /// Largest accepted request body (`413` above it, on every path).
 pub const MAX_BODY: u64 = 16 * 1024;
@@ -27,8 +27,9 @@ fn json_reply(status: StatusCode, v: Value) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(&v), status).into_response()
 }
 
-pub(super) fn error(status: StatusCode, code: &str) -> warp::reply::Response {
-    json_reply(status, json!({ "error": code }))
+/// A refusal on the HTTP port: the status and the contract's error code.
+pub(super) fn error(status: StatusCode, code: ErrorCode) -> warp::reply::Response {
+    json_reply(status, json!({ "error": code.as_str() }))
 }
 
 /// Every HTTP route.
@@ -70,7 +71,7 @@ pub fn routes(
         .and(st())
         .map(|auth: Option<String>, s: Arc<State>| {
             if !metrics_allowed(&s, auth.as_deref()) {
-                let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+                let mut r = error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
@@ -147,13 +148,13 @@ pub fn routes(
         .or(files)
         .recover(|r: Rejection| async move {
             let (status, code) = if r.is_not_found() {
-                (StatusCode::NOT_FOUND, "NOT_FOUND")
+                (StatusCode::NOT_FOUND, ErrorCode::NotFound)
             } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-                (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST")
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest)
             } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-                (StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST")
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BadRequest)
             } else {
-                (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+                (StatusCode::BAD_REQUEST, ErrorCode::BadRequest)
             };
             Ok::<_, std::convert::Infallible>(error(status, code))
         })
@@ -205,28 +206,28 @@ fn with_cookie(status: StatusCode, cookie: &str) -> warp::reply::Response {
 
 async fn set_session(origin: Option<String>, body: Bytes, s: Arc<State>) -> warp::reply::Response {
     if !s.origin_allowed(origin.as_deref()) {
-        return error(StatusCode::FORBIDDEN, "FORBIDDEN");
+        return error(StatusCode::FORBIDDEN, ErrorCode::Forbidden);
     }
     let token = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
     let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+        return error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
     };
     // Cookie-safe tokens only: a JWT is base64url segments and dots.
     if !token
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
-        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+        return error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
     }
     match authenticate(&s.db, &s.auth, &token).await {
         TokenCheck::Valid(_) => {
             let lifetime = s.auth.verify(&token).map(|c| c.lifetime_s()).unwrap_or(0);
             with_cookie(StatusCode::NO_CONTENT, &cookie(&s, &token, lifetime))
         }
-        TokenCheck::Invalid => error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-        TokenCheck::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        TokenCheck::Invalid => error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+        TokenCheck::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
     }
 }
 
@@ -236,12 +237,12 @@ async fn logout(
     s: Arc<State>,
 ) -> warp::reply::Response {
     if !s.origin_allowed(origin.as_deref()) {
-        return error(StatusCode::FORBIDDEN, "FORBIDDEN");
+        return error(StatusCode::FORBIDDEN, ErrorCode::Forbidden);
     }
     if let Some(t) = token {
         if let Err(e) = revoke_token(&s.db, &s.auth, &t).await {
             tracing::warn!(error = %e, "logout could not revoke the session");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+            return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable);
         }
     }
     with_cookie(StatusCode::NO_CONTENT, &cookie(&s, "", 0))

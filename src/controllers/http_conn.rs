@@ -19,6 +19,7 @@
 //!
 //! It knows nothing of the routes themselves.
 
+use crate::shared::protocol::ErrorCode;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -162,12 +163,15 @@ async fn connection<S>(
         async move {
             let _busy = busy;
             if declared_length(&req).is_some_and(|n| n > MAX_BODY) {
-                return Ok::<_, Infallible>(error(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST"));
+                return Ok::<_, Infallible>(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::BadRequest,
+                ));
             }
             match tokio::time::timeout(idle_timeout, service.call(req)).await {
                 Ok(answer) => answer,
                 Err(_) => {
-                    let mut resp = error(StatusCode::REQUEST_TIMEOUT, "BAD_REQUEST");
+                    let mut resp = error(StatusCode::REQUEST_TIMEOUT, ErrorCode::BadRequest);
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     Ok(resp)

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Origins, State};
+use crate::shared::protocol::ErrorCode;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -46,7 +47,7 @@ pub async fn read(stream: &mut TcpStream, state: &State) -> Option<Request> {
     match check(&head, &state.origins) {
         Ok(req) => Some(req),
         Err((status, code, extra)) => {
-            let body = format!("{{\"error\":\"{code}\"}}");
+            let body = format!("{{\"error\":\"{}\"}}", code.as_str());
             let response = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
                 body.len()
@@ -96,14 +97,15 @@ fn values<'a>(
         .filter_map(|h| std::str::from_utf8(h.value).ok())
 }
 
-type Refusal = (&'static str, &'static str, &'static str);
+/// A refused upgrade: status line, the contract's error code, extra headers.
+type Refusal = (&'static str, ErrorCode, &'static str);
 
-const NOT_FOUND: Refusal = ("404 Not Found", "NOT_FOUND", "");
-const BAD: Refusal = ("400 Bad Request", "BAD_REQUEST", "");
-const FORBIDDEN: Refusal = ("403 Forbidden", "FORBIDDEN", "");
+const NOT_FOUND: Refusal = ("404 Not Found", ErrorCode::NotFound, "");
+const BAD: Refusal = ("400 Bad Request", ErrorCode::BadRequest, "");
+const FORBIDDEN: Refusal = ("403 Forbidden", ErrorCode::Forbidden, "");
 const VERSION: Refusal = (
     "426 Upgrade Required",
-    "BAD_REQUEST",
+    ErrorCode::BadRequest,
     "sec-websocket-version: 13\r\nupgrade: websocket\r\n",
 );
 

@@ -95,6 +95,9 @@ pub fn from_pg(e: tokio_postgres::Error) -> ModelError {
         };
     };
     let detail = db.detail();
+    // Only what sql/ raises: the auth functions answer USERNAME_TAKEN and
+    // RATE_LIMITED as outcome rows (raising would roll back the failure they
+    // record), so those codes are mapped in methods::auth, not here.
     match db.code().code() {
         "MQ400" => ModelError::BadRequest(db.message().to_owned()),
         "MQ401" => ModelError::Unauthorized,
@@ -103,11 +106,7 @@ pub fn from_pg(e: tokio_postgres::Error) -> ModelError {
         "MQ410" => ModelError::ScreeningClosed,
         "MQ411" => ModelError::HoldLimit(db.message().to_owned()),
         "MQ412" => ModelError::HoldExpired(seat_list(detail)),
-        "MQ413" => ModelError::UsernameTaken,
         "MQ422" => seat_rule(detail),
-        "MQ429" => ModelError::RateLimited {
-            retry_after_s: detail.and_then(|d| d.trim().parse().ok()).unwrap_or(1),
-        },
         // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
         // and a statement cancelled by a shutdown
         "57P01" | "57P02" | "57P03" | "53300" => ModelError::Unavailable(db.message().to_owned()),
