@@ -949,6 +949,31 @@ async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
         "UNAUTHORIZED"
     );
     assert_eq!(
+        anon.err(
+            "hold_best_available",
+            json!({"screening_id": s, "count": 11})
+        )
+        .await,
+        "BAD_REQUEST",
+        "a count above the seat limit is BAD_REQUEST before UNAUTHORIZED, logged out too"
+    );
+    assert_eq!(
+        anon.err(
+            "hold_best_available",
+            json!({"screening_id": "999999", "count": 11})
+        )
+        .await,
+        "BAD_REQUEST"
+    );
+    assert_eq!(
+        anon.err(
+            "hold_best_available",
+            json!({"screening_id": "999999", "count": 10})
+        )
+        .await,
+        "UNAUTHORIZED"
+    );
+    assert_eq!(
         alice
             .err(
                 "hold_best_available",

@@ -115,9 +115,21 @@ pub async fn hold_best_available(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<Value,
         count,
         kinds,
     } = best_params(p)?;
-    let user = ctx.require_user()?;
+    let Some(user) = ctx.user else {
+        // `count` is bounded by the seat limit, a setting only SQL knows, and BAD_REQUEST comes before
+        // UNAUTHORIZED: SQL checks a logged-out caller's count first and then refuses it for having no user.
+        if count > 1 {
+            let id = match screening {
+                Lookup::Found(id) => id,
+                Lookup::Unknown => ScreeningId(0),
+            };
+            seats::hold_best(ctx.db, None, id, count, &kinds).await?;
+        }
+        return Err(MethodError::Unauthorized);
+    };
     let screening = screening.found()?;
-    let (seat_ids, hold) = seats::hold_best(ctx.db, user.id, screening, count, &kinds).await?;
+    let (seat_ids, hold) =
+        seats::hold_best(ctx.db, Some(user.id), screening, count, &kinds).await?;
     Ok(json!({
         "screening_id": screening, "seat_ids": seat_ids,
         "expires_at": rfc3339(&hold.expires_at), "version": hold.version,

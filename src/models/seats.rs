@@ -60,9 +60,11 @@ pub async fn hold(
 
 /// Holds the best `count` seats of the given kinds (`api.hold_best_available`);
 /// returns the seats chosen (ascending) with the hold.
+/// `user` is `None` only to have SQL check a logged-out caller's `count`
+/// against the seat limit; it then answers `UNAUTHORIZED` at the latest.
 pub async fn hold_best(
     db: &Db,
-    user: UserId,
+    user: Option<UserId>,
     screening: ScreeningId,
     count: i32,
     kinds: &[&str],
@@ -74,7 +76,7 @@ pub async fn hold_best(
         )
         .await?;
     let r = c
-        .query_one(&st, &[&user.0, &screening.0, &count, &kinds])
+        .query_one(&st, &[&user.map(|u| u.0), &screening.0, &count, &kinds])
         .await?;
     let seats: Vec<i64> = r.get(0);
     Ok((
