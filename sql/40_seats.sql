@@ -49,7 +49,9 @@ DECLARE
     v_orphan_rule boolean;
     v_companion   boolean;
     v_found       int;
+    v_renewed     int;
     v_first_taken timestamptz;
+    v_orphans     bigint[];
     v_unavailable bigint[];
     v_missing     bigint[];
     v_mine        bigint;
@@ -102,22 +104,58 @@ BEGIN
     -- hold: no cycle.
     PERFORM pg_advisory_xact_lock(2, (p_user % 2147483647)::int);
 
-    -- Lock the requested seats in seat_id order and classify them in the same statement (their kind too: only a
-    -- companion seat needs the companion rule).
+    -- Lock the requested seats in seat_id order and classify them in the same statement: their kind (only a
+    -- companion seat needs the companion rule) and, with the orphan rule on, the orphans the hold would make.
+    --
+    -- Orphans: only a neighbour f of a requested seat s can become one, and f's neighbours are s (held after the
+    -- request, whatever it was before) and the seat beyond f. So the seats from 2 left to 2 right of s, as they
+    -- are before the request, decide it: f is an orphan when it stays open (open and not requested), the seat
+    -- beyond it does not (absent, taken or requested), and f had an open neighbour before (s, or the seat
+    -- beyond). A seat between two requested seats is found from both sides; the rare refusal path sorts them.
+    -- Reading the neighbours here rather than in a function of sql/45_box_office.sql costs two index probes a
+    -- seat and no call or statement of its own: the check is on every hold (PROTOCOL: at most 15 % of a hold).
+    -- The neighbours are read, not locked (FOR UPDATE OF ss locks the requested rows only): holds of the
+    -- screening wait for its advisory lock above, and nothing else can close an open seat.
     SELECT count(*)::int,
+           count(*) FILTER (WHERE l.status = 'held' AND l.user_id = p_user AND l.hold_expires_at > now())::int,
            bool_or(l.kind = 'companion'),
            min(coalesce(l.held_at, now()))
                FILTER (WHERE l.status = 'held' AND l.user_id = p_user AND l.hold_expires_at > now()),
            array_agg(l.seat_id ORDER BY l.seat_id)
                FILTER (WHERE l.status IN ('booked', 'blocked')
-                          OR (l.status = 'held' AND l.user_id <> p_user AND l.hold_expires_at > now()))
-      INTO v_found, v_companion, v_first_taken, v_unavailable
-      FROM (SELECT ss.seat_id, ss.status, ss.user_id, ss.hold_expires_at, ss.held_at, s.kind
+                          OR (l.status = 'held' AND l.user_id <> p_user AND l.hold_expires_at > now())),
+           -- f stays open, the seat beyond it does not, and f had an open neighbour before (l or the seat beyond).
+           array_cat(array_agg(nb.left_id)
+                         FILTER (WHERE nb.left_stays_open AND NOT coalesce(nb.left2_stays_open, false)
+                                   AND (l.open OR coalesce(nb.left2_open, false))),
+                     array_agg(nb.right_id)
+                         FILTER (WHERE nb.right_stays_open AND NOT coalesce(nb.right2_stays_open, false)
+                                   AND (l.open OR coalesce(nb.right2_open, false))))
+      INTO v_found, v_renewed, v_companion, v_first_taken, v_unavailable, v_orphans
+      FROM (SELECT ss.seat_id, ss.status, ss.user_id, ss.hold_expires_at, ss.held_at,
+                   s.kind, s.hall_id, s.row_label, s.x,
+                   ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now()) AS open
               FROM seat_states AS ss
               JOIN seats AS s ON s.id = ss.seat_id
              WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
              ORDER BY ss.seat_id
-               FOR UPDATE OF ss) AS l;
+               FOR UPDATE OF ss) AS l
+     CROSS JOIN LATERAL
+           (SELECT max(n.id) FILTER (WHERE n.x = l.x - 1) AS left_id,
+                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x - 1) AS left_stays_open,
+                   bool_or(n.open) FILTER (WHERE n.x = l.x - 2) AS left2_open,
+                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x - 2) AS left2_stays_open,
+                   max(n.id) FILTER (WHERE n.x = l.x + 1) AS right_id,
+                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x + 1) AS right_stays_open,
+                   bool_or(n.open) FILTER (WHERE n.x = l.x + 2) AS right2_open,
+                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x + 2) AS right2_stays_open
+              FROM (SELECT n.id, n.x, n.id = ANY (v_seats) AS requested,
+                           ns.status = 'free' OR (ns.status = 'held' AND ns.hold_expires_at <= now()) AS open
+                      FROM seats AS n
+                      JOIN seat_states AS ns ON ns.screening_id = p_screening AND ns.seat_id = n.id
+                     WHERE v_orphan_rule  -- off: a one-time filter, nothing is read
+                       AND n.hall_id = l.hall_id AND n.row_label = l.row_label
+                       AND n.x BETWEEN l.x - 2 AND l.x + 2 AND n.x <> l.x) AS n) AS nb;
     IF v_found < v_n THEN
         SELECT array_agg(u.id ORDER BY u.id) INTO v_missing
           FROM unnest(v_seats) AS u(id)
@@ -164,8 +202,12 @@ BEGIN
                               DETAIL = internal.ids_json(v_unavailable);
     END IF;
 
-    IF v_companion OR v_orphan_rule THEN  -- SEAT_RULE (sql/45_box_office.sql)
-        PERFORM internal.seat_rule_check(p_user, p_screening, v_seats, v_companion, v_orphan_rule);
+    -- SEAT_RULE (sql/45_box_office.sql); when both rules refuse, companion is the one reported.
+    IF v_companion THEN
+        PERFORM internal.companion_check(p_user, p_screening, v_seats, false);
+    END IF;
+    IF v_orphans IS NOT NULL THEN
+        PERFORM internal.orphan_refusal(p_screening, v_orphans, v_n - v_renewed);
     END IF;
 
     -- A seat the user holds live is renewed and keeps the moment it was taken; any other becomes a new hold.
@@ -198,8 +240,8 @@ COMMENT ON FUNCTION api.hold_seats(bigint, bigint, bigint[]) IS
     'hold_ttl_seconds, never past the moment the user took the seat + max_hold_seconds. NOT_FOUND, SCREENING_CLOSED, '
     'HOLD_LIMIT (more than seat_limit seats held or booked by the user on the screening, or more than '
     'user_hold_limit seats held over all screenings, afterwards), SEAT_UNAVAILABLE (DETAIL: the seats held by '
-    'others, booked or blocked), SEAT_RULE (companion or orphan; internal.seat_rule_check). Returns the earliest '
-    'new expiry and the screening''s version after the call.';
+    'others, booked or blocked), SEAT_RULE (companion, or orphan with the rule on: internal.companion_check, '
+    'internal.orphan_refusal). Returns the earliest new expiry and the screening''s version after the call.';
 
 CREATE OR REPLACE FUNCTION api.release_seats(p_user bigint, p_screening bigint, p_seats bigint[])
 RETURNS TABLE (seat_ids bigint[], version bigint)

@@ -154,59 +154,10 @@ COMMENT ON FUNCTION internal.companion_check(bigint, bigint, bigint[], boolean) 
     '(p_booking false) or has booked a wheelchair seat of the screening. For book_seats (p_booking true) only the '
     'seats being booked and the user''s existing bookings count.';
 
-CREATE OR REPLACE FUNCTION internal.orphans_made(p_screening bigint, p_seats bigint[])
-RETURNS bigint[]
-LANGUAGE plpgsql
-STABLE
-AS $$
-DECLARE
-    r     record;
-    v_out bigint[] := '{}'::bigint[];
-BEGIN
-    -- Only a seat next to a requested seat can become an orphan, and whether it does depends on its own two
-    -- neighbours, so per row of the request only the seats from 2 left of its first requested seat to 2 right of
-    -- its last are read (a range scan of index seats_hall_row_x_idx, their seat_states rows by primary key); a
-    -- hold in one row costs two small queries. Every statement has scalar parameters or a primary-key list, so
-    -- PL/pgSQL's cached generic plans fit them and a hold plans nothing: one set-based query joining all
-    -- requested seats to their rows was re-planned on every call (its generic plan, costed for an unknown number
-    -- of seats, lost to a custom one), and the planning cost more than the check.
-    FOR r IN
-        SELECT s.hall_id, s.row_label, min(s.x) AS first_x, max(s.x) AS last_x
-          FROM seats AS s
-         WHERE s.id = ANY (p_seats)
-         GROUP BY s.hall_id, s.row_label
-    LOOP
-        -- Each seat with its left and right neighbour (x differing by exactly 1) as they are before the request.
-        SELECT v_out || coalesce(array_agg(l.id), '{}'::bigint[]) INTO v_out
-          FROM (SELECT n.id, n.open, n.id = ANY (p_seats) AS in_s,
-                       coalesce(lag(n.x) OVER w = n.x - 1, false) AS has_left,
-                       coalesce(lag(n.open) OVER w, false) AS left_open,
-                       coalesce(lag(n.id) OVER w = ANY (p_seats), false) AS left_in_s,
-                       coalesce(lead(n.x) OVER w = n.x + 1, false) AS has_right,
-                       coalesce(lead(n.open) OVER w, false) AS right_open,
-                       coalesce(lead(n.id) OVER w = ANY (p_seats), false) AS right_in_s
-                  FROM (SELECT s.id, s.x,
-                               ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now()) AS open
-                          FROM seats AS s
-                          JOIN seat_states AS ss ON ss.screening_id = p_screening AND ss.seat_id = s.id
-                         WHERE s.hall_id = r.hall_id AND s.row_label = r.row_label
-                           AND s.x BETWEEN r.first_x - 2 AND r.last_x + 2) AS n
-                WINDOW w AS (ORDER BY n.x)) AS l
-         WHERE l.open AND NOT l.in_s                                                    -- f stays open
-           AND ((l.has_left AND l.left_in_s) OR (l.has_right AND l.right_in_s))         -- next to the request
-           AND NOT (l.has_left AND l.left_open AND NOT l.left_in_s)                     -- no open neighbour after
-           AND NOT (l.has_right AND l.right_open AND NOT l.right_in_s)
-           AND ((l.has_left AND l.left_open) OR (l.has_right AND l.right_open));        -- but one before
-    END LOOP;
-    RETURN ARRAY(SELECT u.id FROM unnest(v_out) AS u(id) ORDER BY u.id);
-END;
-$$;
-
-COMMENT ON FUNCTION internal.orphans_made(bigint, bigint[]) IS
-    'The orphans made by holding p_seats: open seats that have no open neighbour once p_seats are held, have a '
-    'neighbour in p_seats, and had an open neighbour before. Reads only the seats of p_seats'' rows from 2 before '
-    'the first requested seat to 2 after the last. Whose holds p_seats '
-    'renew does not matter: a seat the user already holds is not open before or after.';
+-- The orphans a hold would make are found by api.hold_seats's own lock-and-classify statement (sql/40_seats.sql):
+-- a function of their own cost about a third of a hold (a call, a loop over the request's rows and a window
+-- query), against the contract's budget of 15 %.
+DROP FUNCTION IF EXISTS internal.orphans_made(bigint, bigint[]);
 
 CREATE OR REPLACE FUNCTION internal.seat_together_possible(p_screening bigint, p_n int)
 RETURNS boolean
@@ -234,48 +185,31 @@ COMMENT ON FUNCTION internal.seat_together_possible(bigint, int) IS
     'True when some run of the screening has a length L with L = n or L >= n + 2: n seats could be held together '
     'without leaving one alone. Scans the whole hall, so it runs only once an orphan was found.';
 
--- The three-argument form read the orphan_rule setting itself; api.hold_seats now passes what it read with its
--- other settings, and whether the request has a companion seat, so a plain hold makes no call here at all.
+-- Earlier forms of the check, replaced by api.hold_seats's statement and internal.orphan_refusal.
 DROP FUNCTION IF EXISTS internal.seat_rule_check(bigint, bigint, bigint[]);
+DROP FUNCTION IF EXISTS internal.seat_rule_check(bigint, bigint, bigint[], boolean, boolean);
 
-CREATE OR REPLACE FUNCTION internal.seat_rule_check(p_user bigint, p_screening bigint, p_seats bigint[],
-                                                    p_has_companion boolean, p_orphan_rule boolean)
+CREATE OR REPLACE FUNCTION internal.orphan_refusal(p_screening bigint, p_orphans bigint[], p_new int)
 RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
     v_orphans bigint[];
-    v_new     int;
 BEGIN
-    -- When both rules refuse, companion is reported: it is checked first.
-    IF p_has_companion THEN
-        PERFORM internal.companion_check(p_user, p_screening, p_seats, false);
-    END IF;
-
-    IF NOT p_orphan_rule THEN
+    -- Only the "no alternative" exception is left to decide, and it needs the whole hall: it runs only here, once
+    -- a hold was found to make an orphan.
+    IF NOT internal.seat_together_possible(p_screening, p_new) THEN
         RETURN;
     END IF;
-    v_orphans := internal.orphans_made(p_screening, p_seats);
-    IF cardinality(v_orphans) = 0 THEN
-        RETURN;
-    END IF;
-
-    -- n counts the seats the request adds (renewals of the user's live holds add none).
-    SELECT count(*)::int INTO v_new
-      FROM seat_states AS ss
-     WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (p_seats)
-       AND NOT (ss.status = 'held' AND ss.user_id = p_user AND ss.hold_expires_at > now());
-    IF internal.seat_together_possible(p_screening, v_new) THEN
-        PERFORM internal.seat_rule_error('orphan', v_orphans);
-    END IF;
+    -- A seat between two requested seats was found from both of its sides.
+    SELECT array_agg(DISTINCT o.id ORDER BY o.id) INTO v_orphans FROM unnest(p_orphans) AS o(id);
+    PERFORM internal.seat_rule_error('orphan', v_orphans);
 END;
 $$;
 
-COMMENT ON FUNCTION internal.seat_rule_check(bigint, bigint, bigint[], boolean, boolean) IS
-    'The seat rules of hold_seats, called after SEAT_UNAVAILABLE with the seat rows locked: SEAT_RULE "companion" '
-    '(internal.companion_check, when the request has a companion seat), then, with the orphan rule on, SEAT_RULE '
-    '"orphan" listing the orphans the hold would make, unless no run of the screening has a length L = n or '
-    'L >= n + 2 (n = seats added).';
+COMMENT ON FUNCTION internal.orphan_refusal(bigint, bigint[], int) IS
+    'SEAT_RULE "orphan" listing p_orphans (the orphans api.hold_seats found the hold would make; sorted, without '
+    'repeats) unless no run of the screening has a length L = n or L >= n + 2, n = p_new (the seats the hold adds).';
 
 -- Best available ---------------------------------------------------------------------------------------------
 
