@@ -22,6 +22,8 @@ use rand::RngCore;
 use crate::app::{Server, Tuning};
 use crate::core::db::Db;
 use crate::core::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use crate::core::schema;
+use crate::models::demo;
 use crate::shared::config::{Config, Secret};
 
 /// Marquee: real-time cinema seat booking over WebSocket, rules in PostgreSQL.
@@ -168,26 +170,19 @@ fn run(command: Command) -> Result<(), String> {
 /// with the password kept in the data dir; set at every start, so a data
 /// dir of the old trust setup (`PASSWORD NULL`) is upgraded too.
 async fn app_role_logs_in(db: &Db, pg: &EmbeddedPostgres) -> Result<(), String> {
-    let password = match pg.password_verifier("marquee_app") {
-        // A SCRAM verifier is base64 and `$:`: nothing to escape.
-        Ok(Some(v)) => format!("'{v}'"),
-        Ok(None) => "NULL".to_owned(),
-        Err(e) => return Err(e.to_string()),
-    };
+    let verifier = pg
+        .password_verifier("marquee_app")
+        .map_err(|e| e.to_string())?;
     let c = db.conn().await.map_err(|e| e.to_string())?;
-    c.batch_execute(&format!(
-        "ALTER ROLE marquee_app WITH LOGIN PASSWORD {password}"
-    ))
-    .await
-    .map_err(|e| format!("embedded PostgreSQL: {}", crate::core::db::describe(&e)))
+    schema::set_login_password(&c, "marquee_app", verifier.as_deref())
+        .await
+        .map_err(|e| format!("embedded PostgreSQL: {e}"))
 }
 
 async fn seed(db: &Db) -> Result<(), String> {
-    let c = db.conn().await.map_err(|e| e.to_string())?;
-    c.execute("SELECT admin.seed_demo()", &[])
+    demo::seed(db)
         .await
-        .map_err(|e| format!("seed-demo failed: {}", crate::core::db::describe(&e)))?;
-    Ok(())
+        .map_err(|e| format!("seed-demo failed: {e}"))
 }
 
 fn bind(addr: SocketAddr, var: &str) -> Result<tokio::net::TcpListener, String> {
@@ -361,19 +356,11 @@ fn ensure_database(pg: &EmbeddedPostgres, name: &str) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("embedded PostgreSQL: {e}"))?;
         let driver = tokio::spawn(conn);
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        let made = schema::ensure_database(&client, name)
             .await
-            .map_err(|e| e.to_string())?
-            .is_some();
-        if !exists {
-            client
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+            .map_err(|e| format!("embedded PostgreSQL: {e}"));
         drop(client);
         let _ = driver.await;
-        Ok(())
+        made
     })
 }

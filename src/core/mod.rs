@@ -10,5 +10,6 @@ pub mod hub;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
+pub mod schema;
 
 pub use error::CoreError;

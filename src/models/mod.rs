@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod catalogue;
 pub mod changes;
+pub mod demo;
 pub mod error;
 pub mod seats;
 
