@@ -344,6 +344,7 @@ DECLARE
     v_starts_at   timestamptz;
     v_currency    text;
     v_found       int;
+    v_companion   boolean;
     v_unavailable bigint[];
     v_expired     bigint[];
     v_missing     bigint[];
@@ -369,12 +370,16 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Screening not found.';
     END IF;
 
-    -- Lock the seats in seat_id order and classify them in the same statement.
+    -- Lock the seats in seat_id order and classify them in the same statement, with what the booking needs of
+    -- their seats: the total (each seat at its kind's price; a kind without a price row, which a DBA deleted,
+    -- costs the screening's price rather than nothing) and whether the companion rule has anything to check.
     SELECT count(*)::int,
            array_agg(l.seat_id ORDER BY l.seat_id) FILTER (WHERE l.verdict = 'unavailable'),
-           array_agg(l.seat_id ORDER BY l.seat_id) FILTER (WHERE l.verdict = 'expired')
-      INTO v_found, v_unavailable, v_expired
-      FROM (SELECT ss.seat_id,
+           array_agg(l.seat_id ORDER BY l.seat_id) FILTER (WHERE l.verdict = 'expired'),
+           bool_or(l.kind = 'companion'),
+           coalesce(sum(l.price), 0)::int
+      INTO v_found, v_unavailable, v_expired, v_companion, total
+      FROM (SELECT ss.seat_id, s.kind, coalesce(sp.price, sc.price) AS price,
                    CASE
                        WHEN ss.status = 'held' AND ss.user_id = p_user AND ss.hold_expires_at > now() THEN 'ok'
                        WHEN ss.status = 'held' AND ss.user_id = p_user THEN 'expired'
@@ -382,9 +387,12 @@ BEGIN
                        ELSE 'unavailable'
                    END AS verdict
               FROM seat_states AS ss
+              JOIN seats AS s ON s.id = ss.seat_id
+              JOIN screenings AS sc ON sc.id = ss.screening_id
+              LEFT JOIN screening_prices AS sp ON sp.screening_id = ss.screening_id AND sp.kind = s.kind
              WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
              ORDER BY ss.seat_id
-               FOR UPDATE) AS l;
+               FOR UPDATE OF ss) AS l;
     IF v_found < v_n THEN
         SELECT array_agg(u.id ORDER BY u.id) INTO v_missing
           FROM unnest(v_seats) AS u(id)
@@ -412,9 +420,10 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MQ412', MESSAGE = 'Your hold on some of these seats has expired.',
                               DETAIL = internal.ids_json(v_expired);
     END IF;
-    PERFORM internal.companion_check(p_user, p_screening, v_seats, true);  -- SEAT_RULE "companion"
+    IF v_companion THEN
+        PERFORM internal.companion_check(p_user, p_screening, v_seats, true);  -- SEAT_RULE "companion"
+    END IF;
 
-    total := internal.seats_total(p_screening, v_seats);  -- each seat at its kind's price
     INSERT INTO bookings AS b (user_id, screening_id, total, currency, status)
     VALUES (p_user, p_screening, total, v_currency, 'confirmed')
     RETURNING b.id, b.created_at INTO booking_id, created_at;

@@ -78,26 +78,9 @@ COMMENT ON FUNCTION api.screening_prices(bigint) IS
     'The prices object of a hall snapshot: {"companion":1150,"standard":1150,"vip":1550,"wheelchair":1150}, or '
     'null for an unknown screening.';
 
-CREATE OR REPLACE FUNCTION internal.seats_total(p_screening bigint, p_seats bigint[])
-RETURNS int
-LANGUAGE plpgsql
-STABLE
-AS $$
-DECLARE
-    v_result int;
-BEGIN
-    -- A kind without a price row (a DBA deleted it) costs the screening's price rather than nothing.
-    SELECT coalesce(sum(coalesce(sp.price, sc.price)), 0)::int INTO v_result
-      FROM seats AS s
-      JOIN screenings AS sc ON sc.id = p_screening
-      LEFT JOIN screening_prices AS sp ON sp.screening_id = p_screening AND sp.kind = s.kind
-     WHERE s.id = ANY (p_seats);
-    RETURN v_result;
-END;
-$$;
-
-COMMENT ON FUNCTION internal.seats_total(bigint, bigint[]) IS
-    'A booking''s total: the sum of its seats'' prices, each by its seat kind (screening_prices).';
+-- A booking's total is summed by api.book_seats's own lock-and-classify statement (sql/40_seats.sql), which
+-- reads the seats' kinds anyway: a function of its own cost a call and a query per booking.
+DROP FUNCTION IF EXISTS internal.seats_total(bigint, bigint[]);
 
 -- Seat rules -------------------------------------------------------------------------------------------------
 

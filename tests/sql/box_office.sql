@@ -2,7 +2,7 @@
 -- seats, best available, the cancellation cut-off and the DBA functions. sql/45_box_office.sql.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(70);
+SELECT plan(71);
 
 UPDATE settings SET value = 1 WHERE key = 'orphan_rule';  -- the shipped default (fixtures switch it off)
 SELECT admin.set_user_hold_limit(1000);  -- these rules, not the abuse limit, are under test here
@@ -99,6 +99,9 @@ SELECT pg_temp.hold(:alice, :hall1, 'C1', 'C2', 'C3', 'C4') AS ignored \gset
 SELECT pg_temp.hold(:alice, :hall1, 'B1', 'B2') AS ignored \gset
 SELECT is((SELECT b.total FROM api.book_seats(:alice, :hall1, pg_temp.seats(:hall1, 'C1', 'C2', 'B1')) AS b),
           1550 + 1550 + 1150, 'a booking''s total is the sum of its seats'' prices by kind');
+DELETE FROM screening_prices WHERE screening_id = :hall1 AND kind = 'vip';
+SELECT is((SELECT b.total FROM api.book_seats(:alice, :hall1, pg_temp.seats(:hall1, 'C3', 'B2')) AS b),
+          1150 + 1150, 'a seat whose kind lost its price row costs the screening''s price, not nothing');
 
 -- No orphan seat: row ends and aisles ---------------------------------------------------------------------------
 
