@@ -200,6 +200,9 @@ CREATE OR REPLACE FUNCTION internal.best_block(p_screening bigint, p_count int, 
 RETURNS bigint[]
 LANGUAGE plpgsql
 STABLE
+-- The search is one query of six steps over the whole hall: planned anew for every request (a custom plan) it
+-- cost a third of the request's time (a 300-seat hall: 1.08 ms a call, 0.72 ms with the plan kept).
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_result bigint[];
@@ -259,6 +262,7 @@ COMMENT ON FUNCTION internal.best_block(bigint, int, text[], boolean) IS
 CREATE OR REPLACE FUNCTION api.hold_best_available(p_user bigint, p_screening bigint, p_count int, p_kinds text[])
 RETURNS TABLE (seat_ids bigint[], expires_at timestamptz, version bigint)
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
