@@ -513,17 +513,21 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
     rows.push(connects);
 
     // The no-orphan check: pgbench hold (hold + release of one's own seat)
-    // with the rule off, then on, in the same run.
+    // with the rule off, then on, in the same run. The check runs on holds
+    // only, half the changes: per hold it costs twice the difference per
+    // change. The hold's own cost is not measured apart; the mean change
+    // stands for it, which overstates the check's share (a release costs
+    // less than a hold), so a met target is met with room.
     let mut orphan = TargetRow {
-        what: "no-orphan check: PostgreSQL CPU per seat change, hold and release (pgbench), rule on vs off",
-        target: "≤ 1.15 × per hold with the rule off",
+        what: "no-orphan check: PostgreSQL CPU it adds per hold (pgbench hold and release, rule on vs off)",
+        target: "≤ 15 % of a hold with the rule off",
         unit: " µs",
         runs: Vec::new(),
         met: |_, q| q.is_some_and(|q| q <= 1.15),
         other: Vec::new(),
         note: String::new(),
     };
-    let mut extra = Vec::new();
+    let mut per_change = Vec::new();
     let mut off: Option<f64> = None;
     for l in lines.iter().filter(|l| l["scenario"] == "orphan_rule") {
         // The steady window's figure (start-up left out) when there is one.
@@ -534,18 +538,19 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
             Some("off") => off = cpu,
             Some("on") => {
                 if let (Some(on), Some(o)) = (cpu, off.take()) {
-                    orphan.runs.push((on, Some(o), Some(on / o)));
-                    // Half the changes are holds: the check's cost per hold.
-                    extra.push(2.0 * (on - o));
+                    let extra = 2.0 * (on - o);
+                    orphan.runs.push((extra, Some(o), Some(1.0 + extra / o)));
+                    per_change.push(format!("{on:.0} vs {o:.0} µs"));
                 }
             }
             _ => {}
         }
     }
-    if let Some(e) = median(&extra) {
+    if !per_change.is_empty() {
         orphan.note = format!(
-            "the ratio is per change, holds and releases alike (the check runs on the \
-             holds only): {e:.0} µs more per hold (median)"
+            "value: µs added per hold; floor column: the mean change with the rule off, standing for a \
+             hold (a release costs less, so the ratio overstates the check); per change, on vs off: {}",
+            per_change.join("; ")
         );
     }
     rows.push(orphan);
@@ -783,11 +788,12 @@ mod tests {
         ]);
         let md = targets(&lines, Some("commit: abc1234"));
         let row = md.lines().find(|l| l.contains("no-orphan")).unwrap();
+        // 200 µs more per change is 400 µs per hold: 120 % of a 2,000 µs change.
         assert!(
-            row.contains("| 1 | 2,200 µs | 2,000 µs | 110 % | yes |"),
+            row.contains("| 1 | 400 µs | 2,000 µs | 120 % | **no** |"),
             "{row}"
         );
-        assert!(row.contains("400 µs more per hold"), "{row}");
+        assert!(row.contains("2200 vs 2000 µs"), "{row}");
         assert!(md.contains("commit: abc1234"), "{md}");
         // 0.4 s of user time for 200,000 pushes; 0.2 s in the kernel.
         let row = md.lines().find(|l| l.contains("per push")).unwrap();
