@@ -1,3 +1,6 @@
+//! A binary of its own: its one-second deadlines for what a browser shows want
+//! the machine without the other tests' servers (cargo runs binaries one after another).
+//!
 //! The demo web client (`web/`) in a real browser against the real server:
 //! headless Chromium driven over WebDriver (chromedriver + `fantoccini`).
 //!
@@ -24,7 +27,8 @@
 //! On a failure the panic message carries the page's state, its message
 //! line and its console log, and a screenshot lands next to `seatmap.png`.
 
-mod common;
+#[path = "it/harness/mod.rs"]
+mod harness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,8 +36,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use fantoccini::{Client as WebDriver, ClientBuilder, Locator};
+use harness::*;
 use serde_json::{json, Value};
 
 /// How long a step may take before the test gives up on it.

@@ -1,3 +1,6 @@
+//! A binary of its own: the connection flood reads this process's RSS, which
+//! the other tests' servers would move if they shared the process.
+//!
 //! Hostile input over real WebSockets (issue 6, "Hostile input"): frames far
 //! over the size limit, deep nesting, huge numbers, invalid UTF-8 and
 //! WebSocket protocol violations, NUL and control characters, huge lists
@@ -5,16 +8,16 @@
 //! a fresh client; after the flood its connection gauge is back to 0 and
 //! its memory is flat.
 //!
-//! The server runs in this process, so the flood reads this process's RSS.
 //! The tests take turns (`one_at_a_time`) so that no other test's
 //! allocations land in that measurement.
 
-mod common;
+#[path = "it/harness/mod.rs"]
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
+use harness::*;
 use marquee::controllers::dispatch::METHODS;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;

@@ -15,12 +15,10 @@
 //!   DBA holds for the next request on the other replica, best available
 //!   is pushed like any hold, and bad parameters never reach SQL.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::*;
+use crate::harness::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

@@ -3,13 +3,11 @@
 //! DBA's `admin.*` functions as the wire sees them (hall layout, blocked
 //! seats, hold TTL and seat limit taking effect without a restart).
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::harness::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::{json, Value};
 
 /// DBA-side fixtures through the `admin.*` functions.

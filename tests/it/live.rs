@@ -5,12 +5,10 @@
 //! the same seats, subscription bookkeeping, oversized change sets, a lost
 //! LISTEN connection, and slow consumers.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use futures_util::future::join_all;
 use futures_util::SinkExt;
 use marquee::app::{Server, Tuning};

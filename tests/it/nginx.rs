@@ -8,16 +8,14 @@
 //! (its `X-Forwarded-For` entry), not nginx's and not one it forged.
 //!
 //! nginx must be installed (`apt-get install nginx`; `.ci/run` does it):
-//! without it this test fails with one line saying so (`common::prereq`),
+//! without it this test fails with one line saying so (`crate::harness::prereq`),
 //! it never skips.
-
-mod common;
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use marquee::app::{Server, Tuning};
 use serde_json::{json, Value};
 

@@ -4,12 +4,10 @@
 //! cancellations, the booking list, hold expiry, and the `version` of every
 //! change answer matching the `hall_update` that carries the change.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::harness::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use marquee::app::Tuning;
 use serde_json::{json, Value};
 

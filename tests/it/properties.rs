@@ -31,12 +31,10 @@
 //! a minute when green and bounded when red; random seeds make each CI run
 //! explore different sequences.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use marquee::app::Server;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};

@@ -3,12 +3,10 @@
 //! closes the socket), the 64 KiB limit, the rate limit, the upgrade's path
 //! and Origin checks, pipelining, and the ranking of error codes.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use futures_util::{SinkExt, StreamExt};
 use marquee::app::Tuning;
 use marquee::shared::config::Config;

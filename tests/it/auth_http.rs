@@ -3,12 +3,10 @@
 //! `POST /auth/logout` revokes the cookie's session everywhere and clears the
 //! cookie; both refuse a foreign Origin with 403 (login CSRF).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::harness::*;
 use base64::Engine;
-use common::*;
 use marquee::app::{Server, Tuning};
 use serde_json::{json, Value};
 

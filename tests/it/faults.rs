@@ -14,19 +14,15 @@
 //! * a replica process SIGTERMed under load: in-flight requests answered,
 //!   sockets closed with 1001, exit 0, no answered booking missing.
 
-mod common;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use marquee::app::Tuning;
 use marquee::core::db::POOL_WAIT;
 use serde_json::{json, Value};
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -734,11 +730,11 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     let mut pairs: HashMap<String, Vec<BTreeSet<String>>> = HashMap::new();
     let mut conns = Vec::new();
     for (u, (token, id)) in users.iter().enumerate() {
-        let mut c = RawClient::connect(&child.ws_url(), Some(token)).await;
+        let mut c = Client::at(&child.ws_url(), Some(token)).await;
         assert_eq!(c.session["data"]["server"], child.replica_id.as_str());
         let mine: Vec<String> = seats[10 * u..10 * u + 10].to_vec();
         let r = c
-            .request("hold_seats", json!({"screening_id": scr, "seat_ids": mine}))
+            .try_request("hold_seats", json!({"screening_id": scr, "seat_ids": mine}))
             .await
             .expect("an answer");
         assert!(r.get("error").is_none(), "{r}");
@@ -898,8 +894,11 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     assert_eq!(ready(app.server.http_addr).await.0, 200);
     let mut done = 0;
     for (u, (token, _)) in users.iter().enumerate() {
-        let mut c = RawClient::connect(&app.ws_url(), Some(token)).await;
-        let list = c.request("get_bookings", json!({})).await.expect("answer");
+        let mut c = Client::at(&app.ws_url(), Some(token)).await;
+        let list = c
+            .try_request("get_bookings", json!({}))
+            .await
+            .expect("answer");
         let have: Vec<BTreeSet<String>> = list["data"]["bookings"]
             .as_array()
             .expect("bookings")
@@ -911,7 +910,7 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
                 continue;
             }
             let r = c
-                .request("book_seats", json!({"screening_id": scr, "seat_ids": p}))
+                .try_request("book_seats", json!({"screening_id": scr, "seat_ids": p}))
                 .await
                 .expect("answer");
             assert!(
@@ -965,9 +964,9 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
         .await
         .expect("set_registration_limit");
     let users = register_users(&app.server, "term", USERS).await;
-    let mut watcher = RawClient::connect(&child.ws_url(), None).await;
+    let mut watcher = Client::at(&child.ws_url(), None).await;
     let r = watcher
-        .request("subscribe_hall", json!({"screening_id": scr}))
+        .try_request("subscribe_hall", json!({"screening_id": scr}))
         .await
         .expect("subscribed");
     assert!(r.get("error").is_none(), "{r}");
@@ -1000,7 +999,7 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
     let oks = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (u, (token, _)) in users.iter().enumerate() {
-        let mut c = RawClient::connect(&child.ws_url(), Some(token)).await;
+        let mut c = Client::at(&child.ws_url(), Some(token)).await;
         let scr = if u == 0 { scr0.clone() } else { scr.clone() };
         let (oks, my_pairs) = (oks.clone(), pairs_of(&seats, u));
         tasks.push(tokio::spawn(async move {
@@ -1281,11 +1280,11 @@ async fn twenty_slow_readers_are_closed_and_their_memory_returned() {
 
     // A reader that reads: warms up the pool and the allocator, and shows
     // the answer's size.
-    let mut warm = RawClient::connect(&child.ws_url(), None).await;
+    let mut warm = Client::at(&child.ws_url(), None).await;
     let mut answer = 0;
     for _ in 0..20 {
         let r = warm
-            .request("get_screenings", window.clone())
+            .try_request("get_screenings", window.clone())
             .await
             .expect("an answer");
         answer = r.to_string().len();

@@ -4,12 +4,10 @@
 //! changes from all three at once, every subscriber's view ends equal to
 //! the database.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -3,9 +3,7 @@
 //! cap, body limit, `/metrics` at exact paths with an optional bearer token,
 //! the web client's security headers). Real PostgreSQL, real sockets.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 
 /// A database migrated from scratch (not cloned: `CREATE DATABASE ...
 /// TEMPLATE` does not copy database privileges), as the superuser.

@@ -6,14 +6,12 @@
 //! secrets at rest, and the SQL rules called directly.
 //!
 //! The cookie endpoints (`POST /auth/session`, `POST /auth/logout`) are in
-//! `tests/auth_http.rs`.
-
-mod common;
+//! `tests/it/auth_http.rs`.
 
 use std::time::{Duration, Instant};
 
+use crate::harness::*;
 use base64::Engine;
-use common::*;
 use marquee::app::Tuning;
 use serde_json::{json, Value};
 
@@ -1426,7 +1424,7 @@ async fn registrations_are_limited_per_client_address() {
     start_candidate(&mut b, "reg_three").await;
 
     // A server that trusts no proxy counts the TCP peer, whatever the header says.
-    let direct = start(&db, common::config(&db), Tuning::default()).await;
+    let direct = start(&db, crate::harness::config(&db), Tuning::default()).await;
     admin(&db, "SELECT admin.set_registration_limit(3)").await;
     let mut d = Client::connect_with(
         &direct,

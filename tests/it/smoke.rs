@@ -1,9 +1,7 @@
 //! The shortest path through the system: a server on a fresh database, a
 //! WebSocket client, the session frame, ping, and the catalogue.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 #[tokio::test]
