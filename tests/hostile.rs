@@ -619,18 +619,7 @@ async fn nul_and_control_characters_are_escaped_and_echoed() {
     let f: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
     assert_eq!(f["type"], "subscribe_hall", "{f}");
     assert_eq!(f["eid"], eid);
-    app.db
-        .psql()
-        .await
-        .execute(
-            "SELECT admin.block_seats($1::bigint, ARRAY[$2::bigint])",
-            &[
-                &screening.parse::<i64>().unwrap(),
-                &seats[0].parse::<i64>().unwrap(),
-            ],
-        )
-        .await
-        .expect("block a seat");
+    app.db.block_seats(&screening, &seats[..1]).await;
     let text = next_text(&mut ws).await;
     assert!(!text.bytes().any(|b| b < 0x20), "{text:?}");
     let f: Value = serde_json::from_str(&text).unwrap();
@@ -880,18 +869,7 @@ async fn connection_flood_leaves_no_connection_and_flat_memory() {
     );
 
     // The server still serves: the stayer gets a change, a new client pings.
-    app.db
-        .psql()
-        .await
-        .execute(
-            "SELECT admin.block_seats($1::bigint, ARRAY[$2::bigint])",
-            &[
-                &screening.parse::<i64>().unwrap(),
-                &seats[0].parse::<i64>().unwrap(),
-            ],
-        )
-        .await
-        .expect("block");
+    app.db.block_seats(&screening, &seats[..1]).await;
     let u = stayer.push("hall_update").await;
     assert_eq!(u["data"]["version"], version + 1, "{u}");
     fresh_client_works(&app).await;

@@ -219,6 +219,17 @@ async fn fails_with(c: &mut Client, kind: &str, data: Value, code: &str) -> Valu
     r
 }
 
+/// An `auth_verify` that must fail with `expected`.
+async fn verify_fails(c: &mut Client, name: &str, code: &str, expected: &str) -> Value {
+    fails_with(
+        c,
+        "auth_verify",
+        json!({"username": name, "code": code}),
+        expected,
+    )
+    .await
+}
+
 async fn verify(c: &mut Client, name: &str, code: &str) -> Value {
     c.request("auth_verify", json!({"username": name, "code": code}))
         .await
@@ -242,10 +253,7 @@ async fn with_token(server: &marquee::app::Server, token: &str, cookie: bool) ->
             ..Default::default()
         }
     } else {
-        Connect {
-            bearer: Some(token.to_owned()),
-            ..Default::default()
-        }
+        Connect::bearer(token)
     };
     Client::connect_with(server, opts)
         .await
@@ -550,21 +558,9 @@ async fn login_of_an_existing_user_and_replay_across_replicas() {
         json!({"status": "user"})
     );
     // The registration code cannot log in again, on either replica.
-    fails_with(
-        &mut a1,
-        "auth_verify",
-        json!({"username": "gina", "code": reg_code}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut a1, "gina", &reg_code, "INVALID_CODE").await;
     let mut b1 = Client::connect(&b).await;
-    fails_with(
-        &mut b1,
-        "auth_verify",
-        json!({"username": "gina", "code": reg_code}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut b1, "gina", &reg_code, "INVALID_CODE").await;
 
     // A fresh code (the next step, inside the skew) logs in on A…
     let fresh = totp_code(&secret, 1);
@@ -575,21 +571,9 @@ async fn login_of_an_existing_user_and_replay_across_replicas() {
     assert_eq!(login["user"]["username"], "gina");
     assert_ne!(login["token"], v["token"], "a new session");
     // …and is refused on B.
-    fails_with(
-        &mut b1,
-        "auth_verify",
-        json!({"username": "gina", "code": fresh}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut b1, "gina", &fresh, "INVALID_CODE").await;
     // A wrong code is refused too.
-    fails_with(
-        &mut b1,
-        "auth_verify",
-        json!({"username": "gina", "code": wrong_code(&secret)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut b1, "gina", &wrong_code(&secret), "INVALID_CODE").await;
     // The login token works on the other replica.
     let c = with_token(&b, login["token"].as_str().unwrap(), false).await;
     assert_eq!(c.session["data"]["user"]["id"], id);
@@ -674,20 +658,8 @@ async fn skew_is_one_step_either_way() {
     let (_, secret) = start_candidate(&mut c, "ivan").await;
     away_from_step_edge(3).await;
     // Two steps ahead is outside the window.
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "ivan", "code": totp_code(&secret, 2)}),
-        "INVALID_CODE",
-    )
-    .await;
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "ivan", "code": totp_code(&secret, -2)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut c, "ivan", &totp_code(&secret, 2), "INVALID_CODE").await;
+    verify_fails(&mut c, "ivan", &totp_code(&secret, -2), "INVALID_CODE").await;
     // One step behind registers (last step = now - 1)…
     let r = verify(&mut c, "ivan", &totp_code(&secret, -1)).await;
     assert!(r.get("error").is_none(), "{r}");
@@ -709,35 +681,17 @@ async fn five_failures_rate_limit_every_replica_until_the_window_passes() {
     let mut a = app.client().await;
     let wrong = wrong_code(&secret);
     for i in 1..=5 {
-        fails_with(
-            &mut a,
-            "auth_verify",
-            json!({"username": "jack", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut a, "jack", &wrong, "INVALID_CODE").await;
         assert_eq!(failures(&app.db, "jack").await, i);
     }
     // The 6th, even with the right code, is rate limited.
-    let r = fails_with(
-        &mut a,
-        "auth_verify",
-        json!({"username": "jack", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    let r = verify_fails(&mut a, "jack", &totp_code(&secret, 1), "RATE_LIMITED").await;
     let retry = r["data"]["retry_after_s"].as_u64().expect("an integer");
     assert!((880..=900).contains(&retry), "{r}");
     assert!(r["data"]["message"].is_string());
     // Counted in SQL: the other replica agrees.
     let mut cb = Client::connect(&b).await;
-    let r = fails_with(
-        &mut cb,
-        "auth_verify",
-        json!({"username": "JACK", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    let r = verify_fails(&mut cb, "JACK", &totp_code(&secret, 1), "RATE_LIMITED").await;
     assert!(r["data"]["retry_after_s"].as_u64().unwrap() > 0);
     // Rate-limited attempts do not extend the lock-out.
     assert_eq!(failures(&app.db, "jack").await, 5);
@@ -764,13 +718,7 @@ async fn fourteen_minutes_is_not_enough() {
     let (_, secret) = register_full(&mut reg, "kate").await;
     let mut c = app.client().await;
     for _ in 0..5 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "kate", "code": wrong_code(&secret)}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "kate", &wrong_code(&secret), "INVALID_CODE").await;
     }
     app.db
         .psql()
@@ -781,13 +729,7 @@ async fn fourteen_minutes_is_not_enough() {
         )
         .await
         .expect("age");
-    let r = fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "kate", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    let r = verify_fails(&mut c, "kate", &totp_code(&secret, 1), "RATE_LIMITED").await;
     let retry = r["data"]["retry_after_s"].as_u64().unwrap();
     assert!((40..=60).contains(&retry), "about a minute left: {r}");
 }
@@ -800,26 +742,14 @@ async fn a_success_clears_the_failure_count() {
     let mut c = app.client().await;
     let wrong = wrong_code(&secret);
     for _ in 0..4 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "liam", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "liam", &wrong, "INVALID_CODE").await;
     }
     let ok = verify(&mut c, "liam", &totp_code(&secret, 1)).await;
     assert!(ok.get("error").is_none(), "{ok}");
     assert_eq!(failures(&app.db, "liam").await, 0);
     // Had the 4 stayed, the 2nd of these would be the 6th attempt.
     for _ in 0..2 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "liam", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "liam", &wrong, "INVALID_CODE").await;
     }
 }
 
@@ -830,13 +760,7 @@ async fn a_name_without_user_or_candidate_here_is_an_invalid_code_that_counts() 
     // A candidate on another connection does not count for this one.
     let (_, secret) = start_candidate(&mut owner, "mona").await;
     let mut c = app.client().await;
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "mona", "code": totp_code(&secret, 0)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut c, "mona", &totp_code(&secret, 0), "INVALID_CODE").await;
     assert_eq!(failures(&app.db, "mona").await, 1);
     assert_eq!(
         app.db.scalar("SELECT count(*) FROM users").await.as_deref(),
@@ -844,22 +768,10 @@ async fn a_name_without_user_or_candidate_here_is_an_invalid_code_that_counts() 
     );
     // Unknown names: 5 failures, then rate limited.
     for i in 1..=5 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "nobody", "code": "123456"}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "nobody", "123456", "INVALID_CODE").await;
         assert_eq!(failures(&app.db, "nobody").await, i);
     }
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "nobody", "code": "123456"}),
-        "RATE_LIMITED",
-    )
-    .await;
+    verify_fails(&mut c, "nobody", "123456", "RATE_LIMITED").await;
     // The candidate's own connection still registers.
     let r = verify(&mut owner, "mona", &totp_code(&secret, 0)).await;
     assert!(r.get("error").is_none(), "{r}");
@@ -885,13 +797,7 @@ async fn two_candidates_for_one_name_the_first_to_verify_wins() {
         )
         .await;
     assert_eq!(won["user"]["username"], "nina");
-    fails_with(
-        &mut c1,
-        "auth_verify",
-        json!({"username": "nina", "code": totp_code(&s1, 0)}),
-        "USERNAME_TAKEN",
-    )
-    .await;
+    verify_fails(&mut c1, "nina", &totp_code(&s1, 0), "USERNAME_TAKEN").await;
     assert_eq!(
         failures(&app.db, "nina").await,
         0,
@@ -902,13 +808,7 @@ async fn two_candidates_for_one_name_the_first_to_verify_wins() {
         json!({"status": "user"})
     );
     // The winner's secret is the user's: the loser's codes do not log in.
-    fails_with(
-        &mut c1,
-        "auth_verify",
-        json!({"username": "nina", "code": totp_code(&s1, 1)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut c1, "nina", &totp_code(&s1, 1), "INVALID_CODE").await;
     let r = verify(&mut c1, "nina", &totp_code(&s2, 1)).await;
     assert_eq!(r["data"]["user"]["id"], won["user"]["id"], "{r}");
 }
@@ -1473,18 +1373,12 @@ async fn a_stranger_cannot_lock_the_owner_out_from_another_address() {
     let wrong = wrong_code(&secret);
     let mut stranger = from(&server, "203.0.113.66").await;
     for _ in 0..5 {
-        fails_with(
-            &mut stranger,
-            "auth_verify",
-            json!({"username": "olga", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut stranger, "olga", &wrong, "INVALID_CODE").await;
     }
-    let r = fails_with(
+    let r = verify_fails(
         &mut stranger,
-        "auth_verify",
-        json!({"username": "olga", "code": totp_code(&secret, 1)}),
+        "olga",
+        &totp_code(&secret, 1),
         "RATE_LIMITED",
     )
     .await;
@@ -1498,21 +1392,9 @@ async fn a_stranger_cannot_lock_the_owner_out_from_another_address() {
     admin(&db, "SELECT admin.set_login_limits(5, 8, 50)").await;
     let mut third = from(&server, "203.0.113.67").await;
     for _ in 0..3 {
-        fails_with(
-            &mut third,
-            "auth_verify",
-            json!({"username": "olga", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut third, "olga", &wrong, "INVALID_CODE").await;
     }
-    fails_with(
-        &mut owner,
-        "auth_verify",
-        json!({"username": "olga", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    verify_fails(&mut owner, "olga", &totp_code(&secret, 1), "RATE_LIMITED").await;
 }
 
 #[tokio::test]
@@ -1521,30 +1403,12 @@ async fn an_address_guessing_many_names_is_locked_for_all_of_them() {
     admin(&db, "SELECT admin.set_login_limits(5, 20, 4)").await;
     let mut guesser = from(&server, "192.0.2.7").await;
     for i in 0..4 {
-        fails_with(
-            &mut guesser,
-            "auth_verify",
-            json!({"username": format!("guess{i}"), "code": "123456"}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut guesser, &format!("guess{i}"), "123456", "INVALID_CODE").await;
     }
-    fails_with(
-        &mut guesser,
-        "auth_verify",
-        json!({"username": "guess_new", "code": "123456"}),
-        "RATE_LIMITED",
-    )
-    .await;
+    verify_fails(&mut guesser, "guess_new", "123456", "RATE_LIMITED").await;
     // Another address guessing the same names is not affected.
     let mut other = from(&server, "192.0.2.8").await;
-    fails_with(
-        &mut other,
-        "auth_verify",
-        json!({"username": "guess0", "code": "123456"}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut other, "guess0", "123456", "INVALID_CODE").await;
 }
 
 #[tokio::test]
@@ -1559,13 +1423,7 @@ async fn strangers_cannot_lock_a_name_before_it_is_registered() {
     ] {
         let mut s = from(&server, addr).await;
         for _ in 0..5 {
-            fails_with(
-                &mut s,
-                "auth_verify",
-                json!({"username": "pia", "code": "123456"}),
-                "INVALID_CODE",
-            )
-            .await;
+            verify_fails(&mut s, "pia", "123456", "INVALID_CODE").await;
         }
     }
     // 25 failures for "pia" from elsewhere: more than per_name (20), yet

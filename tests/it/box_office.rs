@@ -600,25 +600,22 @@ async fn layout_hall(c: &PgClient, layout: &[&str]) -> (i64, i64) {
     (r.get(0), r.get(1))
 }
 
-#[tokio::test]
-async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
-    let db = TestDb::new().await;
-    let admin = connect(&db).await;
+/// `n` users, each on a connection of its own, ask for the best two seats
+/// of one screening in a hall of `layout` at the same instant (orphan rule
+/// on); returns the screening and their verdicts.
+async fn best_available_race(
+    db: &TestDb,
+    tag: &str,
+    n: usize,
+    layout: &[&str],
+) -> (i64, Vec<Verdict>) {
+    let admin = connect(db).await;
     admin
         .batch_execute("SELECT admin.set_orphan_rule(true)")
         .await
         .expect("rule on");
-    let ids = users(&admin, "best", 20).await;
-    let (hall, film) = layout_hall(
-        &admin,
-        &[
-            "sss.ssssss.sss",
-            "sss.ssssss.sss",
-            "sss.ssssss.sss",
-            "vvv.vvvvvv.vvv",
-        ],
-    )
-    .await;
+    let ids = users(&admin, tag, n).await;
+    let (hall, film) = layout_hall(&admin, layout).await;
     let scr: i64 = admin
         .query_one(
             "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1000, 'EUR')",
@@ -629,66 +626,7 @@ async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
         .get(0);
     let mut conns = Vec::new();
     for _ in &ids {
-        conns.push(connect(&db).await);
-    }
-    let start = Arc::new(tokio::sync::Barrier::new(ids.len()));
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .zip(ids.iter().copied())
-        .map(|(c, user)| {
-            let start = start.clone();
-            tokio::spawn(async move {
-                start.wait().await;
-                c.query_one(
-                    "SELECT seat_ids FROM api.hold_best_available($1, $2, 2, NULL)",
-                    &[&user, &scr],
-                )
-                .await
-                .map(|r| r.get::<_, Vec<i64>>(0))
-            })
-        })
-        .collect();
-    let mut all = BTreeSet::new();
-    for t in tasks {
-        let seats = t.await.expect("task").expect("every request succeeds");
-        assert_eq!(seats.len(), 2);
-        for s in seats {
-            assert!(all.insert(s), "seat {s} given twice");
-        }
-    }
-    let held: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM seat_states WHERE screening_id = $1 AND status = 'held'",
-            &[&scr],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(held, 40, "20 requests held 40 distinct seats");
-}
-
-#[tokio::test]
-async fn concurrent_best_available_fails_only_when_no_block_is_left() {
-    let db = TestDb::new().await;
-    let admin = connect(&db).await;
-    admin
-        .batch_execute("SELECT admin.set_orphan_rule(true)")
-        .await
-        .expect("rule on");
-    let ids = users(&admin, "last", 8).await;
-    // Exactly five pairs, each between aisles: five of eight requests for 2 can be served, whatever the order.
-    let (hall, film) = layout_hall(&admin, &["ss.ss.ss.ss.ss"]).await;
-    let scr: i64 = admin
-        .query_one(
-            "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1000, 'EUR')",
-            &[&hall, &film],
-        )
-        .await
-        .expect("screening")
-        .get(0);
-    let mut conns = Vec::new();
-    for _ in &ids {
-        conns.push(connect(&db).await);
+        conns.push(connect(db).await);
     }
     let start = Arc::new(tokio::sync::Barrier::new(ids.len()));
     let tasks: Vec<_> = conns
@@ -711,10 +649,54 @@ async fn concurrent_best_available_fails_only_when_no_block_is_left() {
             })
         })
         .collect();
+    let mut verdicts = Vec::new();
+    for t in tasks {
+        verdicts.push(t.await.expect("task"));
+    }
+    (scr, verdicts)
+}
+
+#[tokio::test]
+async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
+    let db = TestDb::new().await;
+    let layout = [
+        "sss.ssssss.sss",
+        "sss.ssssss.sss",
+        "sss.ssssss.sss",
+        "vvv.vvvvvv.vvv",
+    ];
+    let (scr, verdicts) = best_available_race(&db, "best", 20, &layout).await;
+    let mut all = BTreeSet::new();
+    for v in verdicts {
+        let Verdict::Held(seats) = v else {
+            panic!("every request succeeds: {v:?}");
+        };
+        assert_eq!(seats.len(), 2);
+        for s in seats {
+            assert!(all.insert(s), "seat {s} given twice");
+        }
+    }
+    let held: i64 = connect(&db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM seat_states WHERE screening_id = $1 AND status = 'held'",
+            &[&scr],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(held, 40, "20 requests held 40 distinct seats");
+}
+
+#[tokio::test]
+async fn concurrent_best_available_fails_only_when_no_block_is_left() {
+    let db = TestDb::new().await;
+    // Exactly five pairs, each between aisles: five of eight requests for 2 can be served, whatever the order.
+    let (_, verdicts) = best_available_race(&db, "last", 8, &["ss.ss.ss.ss.ss"]).await;
     let mut held = BTreeSet::new();
     let mut refused = 0;
-    for t in tasks {
-        match t.await.expect("task") {
+    for v in verdicts {
+        match v {
             Verdict::Held(seats) => {
                 assert_eq!(seats.len(), 2);
                 for s in seats {
@@ -760,16 +742,12 @@ async fn racing_holds_never_together_isolate_a_seat() {
             .await
             .expect("screening")
             .get(0);
-        let seats: Vec<i64> = admin
-            .query(
-                "SELECT s.id FROM seats AS s WHERE s.hall_id = $1 AND s.row_label = 'A' ORDER BY s.x",
-                &[&hall],
-            )
-            .await
-            .expect("seats")
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let seats: Vec<i64> = column(
+            &admin,
+            "SELECT s.id FROM seats AS s WHERE s.hall_id = $1 AND s.row_label = 'A' ORDER BY s.x",
+            &[&hall],
+        )
+        .await;
         let (left, right) = (vec![seats[0], seats[1]], vec![seats[3], seats[4]]);
         let hold = "SELECT 1 FROM api.hold_seats($1, $2, $3)";
         let p1: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&u[0], &scr, &left];

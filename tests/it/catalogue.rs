@@ -392,17 +392,12 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     let (_, hall, film) = venue(&dba, "Layout", 3, 4).await;
     let screening = dba.screening(hall, film, "2 hours", 800, "EUR").await;
     let sid = screening.to_string();
-    let seat_ids: Vec<String> = dba
-        .0
-        .query(
-            "SELECT id::text FROM seats WHERE hall_id = $1 ORDER BY row_label, number",
-            &[&hall],
-        )
-        .await
-        .expect("seats")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let seat_ids: Vec<String> = column(
+        &dba.0,
+        "SELECT id::text FROM seats WHERE hall_id = $1 ORDER BY row_label, number",
+        &[&hall],
+    )
+    .await;
     assert_eq!(seat_ids.len(), 12);
     dba.exec(&format!(
         "SELECT admin.block_seats({screening}, ARRAY[{}]::bigint[])",

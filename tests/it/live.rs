@@ -28,20 +28,7 @@ struct View {
 
 impl View {
     fn from_snapshot(d: &Value) -> View {
-        let seats = d["seats"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no seats in {d}"))
-            .iter()
-            .map(|s| {
-                (
-                    s["id"].as_str().expect("seat id").to_owned(),
-                    (
-                        s["status"].as_str().expect("status").to_owned(),
-                        s.get("mine") == Some(&Value::Bool(true)),
-                    ),
-                )
-            })
-            .collect();
+        let seats = seat_views(&d["seats"]);
         View {
             version: d["version"].as_i64().expect("version"),
             seats,
@@ -166,6 +153,17 @@ async fn subscribe(c: &mut Client, screening: &str) -> View {
 }
 
 /// One value of the Prometheus text of a server.
+/// A server with one pooled connection (snapshot reads happen one after
+/// the other, and a test can make them wait), and a subscriber of a 20×25
+/// hall: (app, screening, its seats, subscriber, its view).
+async fn one_connection_subscriber() -> (TestApp, String, Vec<String>, Client, View) {
+    let app = TestApp::configured(|c| c.pool_size = 1).await;
+    let (s, seats) = screening(&app.db, 20, 25, HOUR).await;
+    let mut w = Client::connect(&app.server).await;
+    let view = subscribe(&mut w, &s).await;
+    (app, s, seats, w, view)
+}
+
 async fn metric(server: &Server, name: &str) -> f64 {
     let (status, _, body) = http(server.http_addr, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200);
@@ -287,15 +285,9 @@ async fn mine_marks_only_the_holders_own_seats_on_the_holders_connections() {
     let (mut bob, _, bob_id) = logged_in(&b, "bob").await;
     // Alice watches on another socket (on the other replica), bob and an
     // anonymous client watch too.
-    let mut alice2 = Client::connect_with(
-        &b,
-        Connect {
-            bearer: Some(alice_token),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut alice2 = Client::connect_with(&b, Connect::bearer(&alice_token))
+        .await
+        .unwrap();
     let mut va = subscribe(&mut alice2, &s).await;
     let mut vb = subscribe(&mut bob, &s).await;
     let mut anon = app.client().await;
@@ -1270,15 +1262,8 @@ async fn a_large_change_committed_while_a_subscribe_reads_its_snapshot_is_not_lo
 
 #[tokio::test]
 async fn a_large_change_committed_while_a_resync_reads_its_snapshot_is_not_lost() {
-    let db = TestDb::new().await;
-    // One pooled connection: snapshot reads happen one after the other.
-    let mut cfg = config(&db);
-    cfg.pool_size = 1;
-    let server = start(&db, cfg, Tuning::default()).await;
-    let (s, seats) = screening(&db, 20, 25, HOUR).await;
+    let (TestApp { db, server }, s, seats, mut w, mut view) = one_connection_subscriber().await;
     let all = ids_sql(&seats);
-    let mut w = Client::connect(&server).await;
-    let mut view = subscribe(&mut w, &s).await;
 
     // Change 1 (too large: a resync) arrives; its snapshot read waits.
     let lock = HallsLock::take(&db).await;
@@ -1303,16 +1288,10 @@ async fn a_large_change_committed_while_a_resync_reads_its_snapshot_is_not_lost(
 
 #[tokio::test]
 async fn a_change_already_in_a_resync_snapshot_is_not_pushed_again() {
-    let db = TestDb::new().await;
-    // One pooled connection, so the resync's read can be made to wait for
-    // it: changes arriving meanwhile are then older than its snapshot.
-    let mut cfg = config(&db);
-    cfg.pool_size = 1;
-    let server = start(&db, cfg, Tuning::default()).await;
-    let (s, seats) = screening(&db, 20, 25, HOUR).await;
+    // The resync's read can be made to wait for the one connection:
+    // changes arriving meanwhile are then older than its snapshot.
+    let (TestApp { db, server }, s, seats, mut w, mut view) = one_connection_subscriber().await;
     let all = ids_sql(&seats);
-    let mut w = Client::connect(&server).await;
-    let mut view = subscribe(&mut w, &s).await;
 
     // Another client's get_hall takes the only connection and waits.
     let lock = HallsLock::take(&db).await;

@@ -23,20 +23,6 @@ fn apply(view: &mut BTreeMap<String, String>, update: &Value) -> i64 {
     update["data"]["version"].as_i64().expect("version")
 }
 
-fn view_of(snapshot: &Value) -> BTreeMap<String, String> {
-    snapshot["seats"]
-        .as_array()
-        .expect("seats")
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().expect("id").to_owned(),
-                s["status"].as_str().expect("status").to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_each_replica_reaches_the_other_two() {
     let app = TestApp::spawn().await;
@@ -140,7 +126,7 @@ async fn concurrent_changes_on_three_replicas_keep_every_view_equal_to_the_datab
             let mut w = Client::connect(srv).await;
             let snap = w.ok("subscribe_hall", json!({"screening_id": scr})).await;
             v0 = snap["version"].as_i64().expect("version");
-            view0 = view_of(&snap);
+            view0 = statuses(&snap);
             watchers.push(w);
         }
     }

@@ -13,6 +13,14 @@ use serde_json::{json, Value};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// A server without the expiry sweep: the tests run it by hand.
+fn no_sweep() -> Tuning {
+    Tuning {
+        sweep_every: None,
+        ..Default::default()
+    }
+}
+
 /// The keys of a JSON object, sorted.
 fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v
@@ -177,14 +185,7 @@ async fn hold_answers_its_shape_and_is_all_or_nothing() {
     alice
         .ok("book_seats", hold(&s, &[&seats[0], &seats[1]]))
         .await;
-    sql(
-        &app.db,
-        &format!(
-            "SELECT admin.block_seats({s}, ARRAY[{}]::bigint[])",
-            seats[4]
-        ),
-    )
-    .await;
+    app.db.block_seats(&s, &seats[4..5]).await;
     let r = bob
         .request(
             "hold_seats",
@@ -583,15 +584,9 @@ async fn booking_turns_ones_own_live_holds_into_a_booking() {
     let (mut bob, _, _) = logged_in(&app.server, "bob").await;
     let (mut w, _) = watcher(&app, &s).await;
     // Alice watches too, on another socket: the booking push carries `mine`.
-    let mut alice2 = Client::connect_with(
-        &app.server,
-        Connect {
-            bearer: Some(alice_token),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut alice2 = Client::connect_with(&app.server, Connect::bearer(&alice_token))
+        .await
+        .unwrap();
     alice2
         .ok("subscribe_hall", json!({"screening_id": s}))
         .await;
@@ -605,14 +600,7 @@ async fn booking_turns_ones_own_live_holds_into_a_booking() {
     bob.ok("hold_seats", hold(&s, &[&seats[3]])).await;
     w.push("hall_update").await;
     alice2.push("hall_update").await;
-    sql(
-        &app.db,
-        &format!(
-            "SELECT admin.block_seats({s}, ARRAY[{}]::bigint[])",
-            seats[4]
-        ),
-    )
-    .await;
+    app.db.block_seats(&s, &seats[4..5]).await;
     w.push("hall_update").await;
     alice2.push("hall_update").await;
 
@@ -708,17 +696,8 @@ async fn booking_turns_ones_own_live_holds_into_a_booking() {
 
 #[tokio::test]
 async fn expired_holds_answer_hold_expired_before_and_after_the_sweep() {
-    let db = TestDb::new().await;
     // No sweep in this server: the test runs it by hand.
-    let server = start(
-        &db,
-        config(&db),
-        Tuning {
-            sweep_every: None,
-            ..Default::default()
-        },
-    )
-    .await;
+    let TestApp { db, server } = TestApp::tuned(no_sweep()).await;
     let (s, seats) = screening(&db, 1, 6, HOUR).await;
     let (mut alice, _, _) = logged_in(&server, "alice").await;
     let (mut bob, _, _) = logged_in(&server, "bob").await;
@@ -798,16 +777,7 @@ async fn wait_until_free(c: &mut Client, s: &str, seat: &str) {
 #[tokio::test]
 async fn a_lapsed_hold_reads_free_before_the_sweep_and_the_sweep_pushes_it() {
     // Without a sweep: get_hall, subscribe_hall and other users see it free.
-    let db = TestDb::new().await;
-    let server = start(
-        &db,
-        config(&db),
-        Tuning {
-            sweep_every: None,
-            ..Default::default()
-        },
-    )
-    .await;
+    let TestApp { db, server } = TestApp::tuned(no_sweep()).await;
     let (s, seats) = screening(&db, 1, 3, HOUR).await;
     let (mut alice, _, _) = logged_in(&server, "alice").await;
     let (mut bob, _, _) = logged_in(&server, "bob").await;

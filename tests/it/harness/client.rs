@@ -4,6 +4,7 @@
 //! &seats[..2])`), pipelines (`send` + `next`), and reports how a
 //! connection ended (close code) as a value, for replicas that die.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -444,19 +445,58 @@ pub async fn logged_in(server: &Server, username: &str) -> (Client, String, Stri
     let mut anon = Client::connect(server).await;
     let (token, id) = register(&mut anon, username).await;
     anon.close().await;
-    let c = Client::connect_with(
-        server,
-        Connect {
-            bearer: Some(token.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect with token");
+    let c = Client::connect_with(server, Connect::bearer(&token))
+        .await
+        .expect("connect with token");
     assert_eq!(
         c.session["data"]["user"]["username"], username,
         "{}",
         c.session
     );
     (c, token, id)
+}
+
+/// `{seat id: status}` of a snapshot.
+pub fn statuses(hall: &Value) -> BTreeMap<String, String> {
+    hall["seats"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no seats in {hall}"))
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().expect("id").to_owned(),
+                s["status"].as_str().expect("status").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The seats marked `mine` in a snapshot.
+pub fn mine(hall: &Value) -> BTreeSet<String> {
+    hall["seats"]
+        .as_array()
+        .expect("seats")
+        .iter()
+        .filter(|s| s["mine"] == true)
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// `{seat id: (status, mine)}` of a list of seats (a snapshot's or an
+/// update's `seats`).
+pub fn seat_views(seats: &Value) -> BTreeMap<String, (String, bool)> {
+    seats
+        .as_array()
+        .unwrap_or_else(|| panic!("no seats in {seats}"))
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().expect("seat id").to_owned(),
+                (
+                    s["status"].as_str().expect("status").to_owned(),
+                    s["mine"] == true,
+                ),
+            )
+        })
+        .collect()
 }

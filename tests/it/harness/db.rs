@@ -316,6 +316,22 @@ impl TestDb {
         connect(&self.url).await.expect("connect test db")
     }
 
+    /// A DBA blocks seats of a screening (`admin.block_seats`).
+    pub async fn block_seats<S: AsRef<str>>(&self, screening: &str, seats: &[S]) {
+        let ids: Vec<i64> = seats
+            .iter()
+            .map(|s| s.as_ref().parse().expect("a seat id"))
+            .collect();
+        self.psql()
+            .await
+            .execute(
+                "SELECT admin.block_seats($1::text::bigint, $2)",
+                &[&screening, &ids],
+            )
+            .await
+            .expect("block seats");
+    }
+
     /// Runs SQL and returns the first column of the first row as text.
     pub async fn scalar(&self, sql: &str) -> Option<String> {
         let c = self.psql().await;
@@ -342,6 +358,23 @@ impl Drop for TestDb {
             })
         });
     }
+}
+
+/// The first column of every row `sql` returns (a fixture's ids).
+pub async fn column<T>(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    c.query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// The libpq connection string of the shared cluster's maintenance database.

@@ -48,6 +48,23 @@ impl TestApp {
         TestApp { server, db }
     }
 
+    /// A fresh database and one server on it, tuned.
+    pub async fn tuned(tuning: Tuning) -> TestApp {
+        let db = TestDb::new().await;
+        let server = start(&db, config(&db), tuning).await;
+        TestApp { server, db }
+    }
+
+    /// A fresh database and one server on it, its configuration changed by
+    /// `configure`.
+    pub async fn configured(configure: impl FnOnce(&mut Config)) -> TestApp {
+        let db = TestDb::new().await;
+        let mut cfg = config(&db);
+        configure(&mut cfg);
+        let server = start(&db, cfg, Tuning::default()).await;
+        TestApp { server, db }
+    }
+
     /// Another replica on the same database.
     pub async fn replica(&self) -> Server {
         start(&self.db, config(&self.db), Tuning::default()).await
