@@ -346,23 +346,13 @@ async fn huge_and_odd_numbers() {
         "99999999999999999999",
         long.as_str(),
     ] {
-        let e = user
-            .err(
-                "hold_seats",
-                json!({"screening_id": id, "seat_ids": [seats[0]]}),
-            )
-            .await;
+        let e = user.hold(id, &[&seats[0]]).await.error();
         assert_eq!(e, "NOT_FOUND", "screening_id of {} digits", id.len());
-        let e = user
-            .err(
-                "hold_seats",
-                json!({"screening_id": screening, "seat_ids": [id]}),
-            )
-            .await;
+        let e = user.hold(&screening, &[&id]).await.error();
         assert_eq!(e, "NOT_FOUND", "seat id of {} digits", id.len());
-        let e = user.err("cancel_booking", json!({"booking_id": id})).await;
+        let e = user.cancel(id).await.error();
         assert_eq!(e, "NOT_FOUND");
-        let e = user.err("get_hall", json!({"screening_id": id})).await;
+        let e = user.get_hall(id).await.error();
         assert_eq!(e, "NOT_FOUND");
     }
     // Years at the edges of RFC 3339 are read and answered.
@@ -392,9 +382,7 @@ async fn huge_and_odd_numbers() {
     assert_eq!(d["screenings"], json!([]));
 
     // Nothing above changed a seat.
-    let hall = user
-        .ok("get_hall", json!({"screening_id": screening}))
-        .await;
+    let hall = user.get_hall(&screening).await.data();
     assert!(
         hall["seats"]
             .as_array()
@@ -827,9 +815,7 @@ async fn connection_flood_leaves_no_connection_and_flat_memory() {
     let (screening, seats) = screening(&app.db, 2, 5, Duration::from_secs(3600)).await;
     // A subscriber that stays through the flood.
     let mut stayer = app.client().await;
-    let snap = stayer
-        .ok("subscribe_hall", json!({"screening_id": screening}))
-        .await;
+    let snap = stayer.subscribe(&screening).await.data();
     let version = snap["version"].as_i64().unwrap();
 
     const WAVE: usize = 200;

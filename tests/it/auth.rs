@@ -908,15 +908,9 @@ async fn logout_revokes_the_token_on_every_connection_and_replica() {
     let (mut other, _, _) = logged_in(&b, "quinn").await;
     assert_eq!(c3.session["data"]["user"]["id"], id.as_str());
 
-    c2.ok(
-        "hold_seats",
-        json!({"screening_id": screening, "seat_ids": [seats[0]]}),
-    )
-    .await;
+    c2.hold(&screening, &[&seats[0]]).await.data();
     for c in [&mut c2, &mut c3] {
-        let snap = c
-            .ok("subscribe_hall", json!({ "screening_id": screening }))
-            .await;
+        let snap = c.subscribe(&screening).await.data();
         assert_eq!(mine_count(&snap), 1, "{snap}");
     }
 
@@ -977,14 +971,8 @@ async fn a_token_expiring_on_an_open_socket_ends_its_session() {
     );
     let mut c = with_token(&server, &token, false).await;
     assert_eq!(c.session["data"]["user"]["username"], "rita");
-    c.ok(
-        "hold_seats",
-        json!({"screening_id": screening, "seat_ids": [seats[0]]}),
-    )
-    .await;
-    let snap = c
-        .ok("subscribe_hall", json!({ "screening_id": screening }))
-        .await;
+    c.hold(&screening, &[&seats[0]]).await.data();
+    let snap = c.subscribe(&screening).await.data();
     assert_eq!(mine_count(&snap), 1);
     let frames = session_then_snapshot(&mut c).await;
     assert_eq!(frames[0]["type"], "session");

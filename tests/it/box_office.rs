@@ -815,9 +815,7 @@ async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
 
     // The orphan rule, answered on replica B.
     let (b1, b2) = (seat("B1").await, seat("B2").await);
-    let r = alice
-        .request("hold_seats", json!({"screening_id": s, "seat_ids": [b2]}))
-        .await;
+    let r = alice.hold(&s, &[&b2]).await.0;
     assert_eq!(r["error"], "SEAT_RULE", "{r}");
     assert_eq!(r["data"]["rule"], "orphan");
     assert_eq!(r["data"]["seat_ids"], json!([b1]));
@@ -827,24 +825,18 @@ async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
     dba.batch_execute("SELECT admin.set_orphan_rule(false)")
         .await
         .expect("rule off");
-    alice
-        .ok("hold_seats", json!({"screening_id": s, "seat_ids": [b2]}))
-        .await;
+    alice.hold(&s, &[&b2]).await.data();
 
     // Companion seats over the wire.
     let a2 = seat("A2").await;
-    let r = alice
-        .request("hold_seats", json!({"screening_id": s, "seat_ids": [a2]}))
-        .await;
+    let r = alice.hold(&s, &[&a2]).await.0;
     assert_eq!(r["error"], "SEAT_RULE", "{r}");
     assert_eq!(r["data"]["rule"], "companion");
     assert_eq!(r["data"]["seat_ids"], json!([a2]));
 
     // Best available on B is pushed to a subscriber on A like any hold.
     let mut watcher = app.client().await;
-    let snap = watcher
-        .ok("subscribe_hall", json!({"screening_id": s}))
-        .await;
+    let snap = watcher.subscribe(&s).await.data();
     assert_eq!(
         snap["prices"],
         json!({"standard": 1150, "vip": 1550, "wheelchair": 1150, "companion": 1150})

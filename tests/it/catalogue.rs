@@ -363,19 +363,9 @@ async fn seats_free_drops_when_seats_are_blocked_or_held() {
     assert_eq!(free(&mut anon).await, 11);
 
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    alice
-        .ok(
-            "hold_seats",
-            json!({"screening_id": screening, "seat_ids": [seats[5], seats[6]]}),
-        )
-        .await;
+    alice.hold(&screening, &[&seats[5], &seats[6]]).await.data();
     assert_eq!(free(&mut anon).await, 9);
-    alice
-        .ok(
-            "release_seats",
-            json!({"screening_id": screening, "seat_ids": [seats[6]]}),
-        )
-        .await;
+    alice.release(&screening, &[&seats[6]]).await.data();
     assert_eq!(free(&mut anon).await, 10);
     dba.exec(&format!(
         "SELECT admin.unblock_seats({screening}, ARRAY[{}]::bigint[])",
@@ -405,15 +395,10 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     ))
     .await;
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let held = alice
-        .ok(
-            "hold_seats",
-            json!({"screening_id": sid, "seat_ids": [seat_ids[0], seat_ids[1]]}),
-        )
-        .await;
+    let held = alice.hold(&sid, &[&seat_ids[0], &seat_ids[1]]).await.data();
 
     let mut anon = app.client().await;
-    let snap = anon.ok("get_hall", json!({"screening_id": sid})).await;
+    let snap = anon.get_hall(&sid).await.data();
     assert_eq!(
         keys(&snap),
         HashSet::from(["screening_id", "hall", "version", "prices", "seats"])
@@ -479,7 +464,7 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     }
 
     // The holder sees `mine` on its own seats, and only there.
-    let mine = alice.ok("get_hall", json!({"screening_id": sid})).await;
+    let mine = alice.get_hall(&sid).await.data();
     for seat in mine["seats"].as_array().unwrap() {
         let own = seat["id"] == seat_ids[0].as_str() || seat["id"] == seat_ids[1].as_str();
         assert_eq!(seat.get("mine"), own.then_some(&json!(true)), "{seat}");
@@ -492,16 +477,13 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     .await;
     anon.no_push("hall_update", Duration::from_millis(300))
         .await;
-    let after = anon.ok("get_hall", json!({"screening_id": sid})).await;
+    let after = anon.get_hall(&sid).await.data();
     assert!(after["version"].as_i64() > snap["version"].as_i64());
     assert_eq!(by_id_in(&after, &seat_ids[5])["status"], "blocked");
 
     // Unknown screenings.
     for id in ["123456789", "nope"] {
-        assert_eq!(
-            anon.err("get_hall", json!({"screening_id": id})).await,
-            "NOT_FOUND"
-        );
+        assert_eq!(anon.get_hall(id).await.error(), "NOT_FOUND");
     }
 }
 

@@ -122,12 +122,11 @@ async fn postgres_restart_while_clients_are_connected() {
         assert!(r.get("error").is_none(), "{r}");
         eids.push(r["eid"].clone());
     }
-    let seats = |ids: &[&String]| json!({"screening_id": scr, "seat_ids": ids});
-    alice.ok("hold_seats", seats(&[&s[0], &s[1]])).await;
-    let booking = alice.ok("book_seats", seats(&[&s[0], &s[1]])).await;
+    alice.hold(&scr, &[&s[0], &s[1]]).await.data();
+    let booking = alice.book(&scr, &[&s[0], &s[1]]).await.data();
     let booking_id = booking["booking"]["id"].as_str().expect("id").to_owned();
-    alice.ok("hold_seats", seats(&[&s[2]])).await;
-    let v = bob.ok("hold_seats", seats(&[&s[3]])).await["version"]
+    alice.hold(&scr, &[&s[2]]).await.data();
+    let v = bob.hold(&scr, &[&s[3]]).await.data()["version"]
         .as_i64()
         .expect("version");
     for c in [&mut alice, &mut bob, &mut watcher] {
@@ -177,10 +176,10 @@ async fn postgres_restart_while_clients_are_connected() {
     assert_eq!(health, 200, "/health stays 200 while the process runs");
 
     let t = Instant::now();
-    let r = alice.request("hold_seats", seats(&[&s[4]])).await;
+    let r = alice.hold(&scr, &[&s[4]]).await.0;
     assert_unavailable("hold_seats", &r, t.elapsed());
     let t = Instant::now();
-    let r = alice.request("book_seats", seats(&[&s[2]])).await;
+    let r = alice.book(&scr, &[&s[2]]).await.0;
     assert_unavailable("book_seats", &r, t.elapsed());
     let t = Instant::now();
     let r = bob.request("get_bookings", json!({})).await;
@@ -304,7 +303,7 @@ async fn postgres_restart_while_clients_are_connected() {
     );
 
     // New holds work and are pushed live (not as snapshots) again.
-    let r = bob.ok("hold_seats", seats(&[&s[4]])).await;
+    let r = bob.hold(&scr, &[&s[4]]).await.data();
     assert_eq!(r["version"], v + 1);
     for c in [&mut alice, &mut watcher] {
         let u = c.push("hall_update").await;
@@ -316,7 +315,7 @@ async fn postgres_restart_while_clients_are_connected() {
         );
     }
     // Alice's hold survived the outage: she can book it now.
-    let b = alice.ok("book_seats", seats(&[&s[2]])).await;
+    let b = alice.book(&scr, &[&s[2]]).await.data();
     assert_eq!(b["version"], v + 2);
     assert_eq!(
         anon.ok("get_cinemas", json!({})).await["cinemas"][0]["name"],
@@ -335,9 +334,7 @@ async fn listen_connection_killed_flips_ready_and_counts_a_reconnect() {
     let (scr, s) = screening(&app.db, 2, 5, HOUR).await;
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
     let mut watcher = app.client().await;
-    let sub = watcher
-        .request("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let sub = watcher.subscribe(&scr).await.0;
     let v0 = sub["data"]["version"].as_i64().expect("version");
     let (status, body) = ready(app.server.http_addr).await;
     assert_eq!((status, &body["listener"]), (200, &json!(true)));
@@ -389,12 +386,7 @@ async fn listen_connection_killed_flips_ready_and_counts_a_reconnect() {
     .await
     .expect("block a seat");
     // Subscribing needs the LISTEN connection: UNAVAILABLE meanwhile.
-    assert_eq!(
-        alice
-            .err("subscribe_hall", json!({"screening_id": scr}))
-            .await,
-        "UNAVAILABLE"
-    );
+    assert_eq!(alice.subscribe(&scr).await.error(), "UNAVAILABLE");
     watcher
         .no_push("hall_update", Duration::from_millis(300))
         .await;
@@ -429,9 +421,7 @@ async fn listen_connection_killed_flips_ready_and_counts_a_reconnect() {
     let (r, u) = snapshot_then_live(&mut watcher, &mut alice, &sub, v0, &scr, &s).await;
     assert_eq!(r["version"], v0 + 2);
     assert_eq!(u["data"]["seats"], json!([{"id": s[1], "status": "held"}]));
-    let again = alice
-        .ok("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let again = alice.subscribe(&scr).await.data();
     assert_eq!(again["version"], v0 + 2);
     app.server.shutdown().await;
 }
@@ -522,11 +512,7 @@ async fn pool_exhausted_requests_queue_then_answer_unavailable() {
         carol.ok("get_cinemas", json!({})).await["cinemas"][0]["name"],
         "Test Cinema"
     );
-    bob.ok(
-        "hold_seats",
-        json!({"screening_id": scr, "seat_ids": [s[1]]}),
-    )
-    .await;
+    bob.hold(&scr, &[&s[1]]).await.data();
     assert_eq!(ready(server.http_addr).await.0, 200);
     let m = metrics(server.http_addr).await;
     assert_eq!(metric(&m, "marquee_db_pool_waiting"), Some(0.0));
@@ -683,9 +669,7 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     let mut child = ChildReplica::start(&app.db, &[]).await;
     let users = register_users(&app, "kill", USERS).await;
     let mut watcher = app.client().await;
-    let snap = watcher
-        .ok("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let snap = watcher.subscribe(&scr).await.data();
 
     let mut owner = HashMap::new();
     let mut pairs: HashMap<String, Vec<BTreeSet<String>>> = HashMap::new();
@@ -1080,11 +1064,7 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
         .find(|(_, (s, _))| s == "free")
         .map(|(k, _)| k.clone())
         .expect("a free seat");
-    c.ok(
-        "hold_seats",
-        json!({"screening_id": scr, "seat_ids": [free]}),
-    )
-    .await;
+    c.hold(&scr, &[&free]).await.data();
     drop(dba);
     app.server.shutdown().await;
 }
@@ -1102,9 +1082,7 @@ async fn a_silent_listen_connection_is_noticed_and_replaced() {
     let (scr, s) = screening(&db, 2, 5, HOUR).await;
     let (mut alice, _, _) = logged_in(&server, "alice").await;
     let mut watcher = Client::connect(&server).await;
-    let sub = watcher
-        .request("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let sub = watcher.subscribe(&scr).await.0;
     let v0 = sub["data"]["version"].as_i64().expect("version");
 
     proxy.freeze_listener();

@@ -297,9 +297,7 @@ async fn apply(
 }
 
 async fn subscribe(c: &mut Client, screening: &str) -> Watcher {
-    let f = c
-        .request("subscribe_hall", json!({"screening_id": screening}))
-        .await;
+    let f = c.subscribe(screening).await.0;
     assert!(f.get("error").is_none(), "subscribe: {f}");
     Watcher {
         eid: f["eid"].as_str().expect("eid").to_owned(),
@@ -482,7 +480,7 @@ async fn run_case(env: &Env, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .zip(user_watchers.iter_mut().chain(anon_watchers.iter_mut()));
     for ((c, me), w) in pairs {
         catch_up(c, w, version).await?;
-        let hall = c.ok("get_hall", json!({"screening_id": screening})).await;
+        let hall = c.get_hall(&screening).await.data();
         prop_assert_eq!(hall["version"].as_i64(), Some(version));
         prop_assert_eq!(&seat_views(&hall["seats"]), &w.view, "view vs get_hall");
         let db_view: BTreeMap<String, (String, bool)> = states

@@ -44,7 +44,7 @@ async fn a_change_on_each_replica_reaches_the_other_two() {
     }
     let mut v0 = None;
     for cl in users.iter_mut().chain(watchers.iter_mut()) {
-        let snap = cl.ok("subscribe_hall", json!({"screening_id": scr})).await;
+        let snap = cl.subscribe(&scr).await.data();
         let v = snap["version"].as_i64().expect("version");
         assert_eq!(*v0.get_or_insert(v), v, "one version on every replica");
     }
@@ -124,7 +124,7 @@ async fn concurrent_changes_on_three_replicas_keep_every_view_equal_to_the_datab
     for srv in &servers {
         for _ in 0..2 {
             let mut w = Client::connect(srv).await;
-            let snap = w.ok("subscribe_hall", json!({"screening_id": scr})).await;
+            let snap = w.subscribe(&scr).await.data();
             v0 = snap["version"].as_i64().expect("version");
             view0 = statuses(&snap);
             watchers.push(w);

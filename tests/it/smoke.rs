@@ -18,7 +18,7 @@ async fn session_frame_ping_and_catalogue() {
     assert_eq!(seats.len(), 12);
     let cinemas = c.ok("get_cinemas", json!({})).await;
     assert_eq!(cinemas["cinemas"][0]["name"], "Test Cinema");
-    let hall = c.ok("get_hall", json!({"screening_id": screening})).await;
+    let hall = c.get_hall(&screening).await.data();
     assert_eq!(hall["seats"].as_array().unwrap().len(), 12);
 }
 
