@@ -817,16 +817,22 @@ async fn two_candidates_for_one_name_the_first_to_verify_wins() {
 // Tokens at connect, logout, revocation, expiry
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn bad_expired_and_revoked_tokens_connect_anonymously() {
+/// A server and olga's real token, which connects as olga (so each
+/// variant of it in the tests below differs in one thing); (app, an
+/// anonymous client, the token).
+async fn olga_token() -> (TestApp, Client, String) {
     let app = TestApp::spawn().await;
     let mut anon = app.client().await;
     let (v, _) = register_full(&mut anon, "olga").await;
     let token = v["token"].as_str().unwrap().to_owned();
-    let claims = jwt_part(&token, 1);
-    // The real token first, so each variant below differs in one thing.
     assert!(!anonymous(&with_token(&app.server, &token, true).await));
+    (app, anon, token)
+}
 
+#[tokio::test]
+async fn bad_and_expired_tokens_connect_anonymously() {
+    let (app, _, token) = olga_token().await;
+    let claims = jwt_part(&token, 1);
     let now = unix_now();
     let mut expired = claims.clone();
     expired["iat"] = json!(now - 120);
@@ -862,7 +868,11 @@ async fn bad_expired_and_revoked_tokens_connect_anonymously() {
             assert!(anonymous(&c), "{what} (cookie {cookie}): {}", c.session);
         }
     }
+}
 
+#[tokio::test]
+async fn a_revoked_token_connects_anonymously() {
+    let (app, mut anon, token) = olga_token().await;
     // Revoked: logout, then the token is refused at connect.
     let mut c = with_token(&app.server, &token, false).await;
     assert_eq!(c.ok("logout", json!({})).await, json!({}));
@@ -1072,13 +1082,19 @@ async fn sql_register(
     (r.get(0), r.get(1), r.get(2))
 }
 
-#[tokio::test]
-async fn sql_replay_steps_and_taken_names() {
+/// A database with `sqlbob` registered at step 1000 through the SQL API;
+/// (database, connection, user id).
+async fn sqlbob() -> (TestDb, tokio_postgres::Client, i64) {
     let db = TestDb::new().await;
     let pg = db.psql().await;
     let (o, _, uid) = sql_register(&pg, "sqlbob", Some(b"\x01\x02"), Some(1000)).await;
     assert_eq!(o, "ok");
-    let uid = uid.expect("a user id");
+    (db, pg, uid.expect("a user id"))
+}
+
+#[tokio::test]
+async fn sql_login_refuses_replayed_steps_and_counts_them() {
+    let (db, pg, uid) = sqlbob().await;
     // The registration step is the last accepted one.
     let last: i64 = pg
         .query_one("SELECT last_step FROM users WHERE id = $1", &[&uid])
@@ -1103,7 +1119,11 @@ async fn sql_replay_steps_and_taken_names() {
     assert_eq!(failures(&db, "sqlbob").await, 0);
     assert_eq!(sql_login(&pg, "sqlbob", Some(1001)).await.0, "invalid");
     assert_eq!(sql_login(&pg, "sqlbob", Some(1002)).await.0, "ok");
+}
 
+#[tokio::test]
+async fn sql_register_of_a_taken_name_is_taken_and_not_counted() {
+    let (db, pg, _) = sqlbob().await;
     // A second candidate for a registered name: taken, not a failure.
     let before = failures(&db, "sqlbob").await;
     assert_eq!(
@@ -1113,6 +1133,12 @@ async fn sql_replay_steps_and_taken_names() {
         "taken"
     );
     assert_eq!(failures(&db, "sqlbob").await, before);
+}
+
+#[tokio::test]
+async fn sql_registration_without_candidate_or_step_and_unknown_users_are_counted() {
+    let db = TestDb::new().await;
+    let pg = db.psql().await;
     // No candidate (null secret) or no matching step: invalid, counted.
     assert_eq!(
         sql_register(&pg, "sqlcat", None, Some(1)).await.0,
@@ -1126,6 +1152,12 @@ async fn sql_replay_steps_and_taken_names() {
     // Unknown users: invalid, counted.
     assert_eq!(sql_login(&pg, "sqlnone", Some(1)).await.0, "invalid");
     assert_eq!(failures(&db, "sqlnone").await, 1);
+}
+
+#[tokio::test]
+async fn sql_bad_names_are_bad_request_before_anything_is_recorded() {
+    let db = TestDb::new().await;
+    let pg = db.psql().await;
     // Bad names are BAD_REQUEST (MQ400) before anything is recorded.
     for bad in ["ab", "al ice", "ålice"] {
         let e = pg
@@ -1135,6 +1167,17 @@ async fn sql_replay_steps_and_taken_names() {
         assert_eq!(e.code().map(|c| c.code()), Some("MQ400"), "{bad}: {e}");
     }
 
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM auth_failures")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+}
+
+#[tokio::test]
+async fn sql_sessions_revoke_live_check_and_dead_list() {
+    let (_db, pg, _) = sqlbob().await;
     // Sessions: revoke, live check, dead list.
     let s: uuid::Uuid = pg
         .query_one(

@@ -280,7 +280,7 @@ async fn get_screenings_from_and_to_filter_from_inclusive_to_exclusive() {
 }
 
 #[tokio::test]
-async fn get_screenings_by_cinema_and_bad_parameters() {
+async fn get_screenings_filters_by_cinema_and_an_unknown_cinema_has_none() {
     let app = TestApp::spawn().await;
     let dba = Dba::new(&app.db).await;
     let (c1, h1, f1) = venue(&dba, "First", 2, 2).await;
@@ -300,12 +300,6 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
         ids(&screenings(&mut c, json!({})).await),
         [s2.to_string(), s1.to_string()]
     );
-    // Exactly 31 days is allowed.
-    c.ok(
-        "get_screenings",
-        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z"}),
-    )
-    .await;
     // A cinema that does not exist: an empty list, not an error.
     for unknown in ["999999", "zzz", "", "01"] {
         assert_eq!(
@@ -314,25 +308,59 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
             "{unknown}"
         );
     }
-    // Wrong types and unparsable times: BAD_REQUEST.
-    for data in [
-        json!({"cinema_id": 5}),
-        json!({"cinema_id": c1}),
-        json!({"cinema_id": [c1.to_string()]}),
-        json!({"from": "yesterday"}),
-        json!({"from": "2030-01-01"}),
-        json!({"from": "2030-13-01T00:00:00Z"}),
-        json!({"from": 1_732_400_000_000_i64}),
-        json!({"to": "soon"}),
-        json!({"to": true}),
-        // Abuse limits: at most 31 days per request, so one answer stays small.
-        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:01Z"}),
-        json!({"from": "2030-01-01T00:00:00Z", "to": "2031-01-01T00:00:00Z"}),
-    ] {
+}
+
+/// Each request of `data` answers BAD_REQUEST with a message.
+async fn bad_screenings_requests(c: &mut Client, data: &[Value]) {
+    for data in data {
         let f = c.request("get_screenings", data.clone()).await;
         assert_eq!(f["error"], "BAD_REQUEST", "{data}: {f}");
         assert!(f["data"]["message"].is_string());
     }
+}
+
+#[tokio::test]
+async fn get_screenings_refuses_wrong_types_and_unparsable_times() {
+    let app = TestApp::spawn().await;
+    let dba = Dba::new(&app.db).await;
+    let (c1, _, _) = venue(&dba, "First", 2, 2).await;
+    let mut c = app.client().await;
+    bad_screenings_requests(
+        &mut c,
+        &[
+            json!({"cinema_id": 5}),
+            json!({"cinema_id": c1}),
+            json!({"cinema_id": [c1.to_string()]}),
+            json!({"from": "yesterday"}),
+            json!({"from": "2030-01-01"}),
+            json!({"from": "2030-13-01T00:00:00Z"}),
+            json!({"from": 1_732_400_000_000_i64}),
+            json!({"to": "soon"}),
+            json!({"to": true}),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn get_screenings_answers_at_most_31_days() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client().await;
+    // Exactly 31 days is allowed.
+    c.ok(
+        "get_screenings",
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z"}),
+    )
+    .await;
+    // Abuse limits: at most 31 days per request, so one answer stays small.
+    bad_screenings_requests(
+        &mut c,
+        &[
+            json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:01Z"}),
+            json!({"from": "2030-01-01T00:00:00Z", "to": "2031-01-01T00:00:00Z"}),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -496,59 +524,63 @@ fn by_id_in<'a>(snap: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("seat {id}"))
 }
 
-#[tokio::test]
-async fn seat_limit_and_hold_ttl_take_effect_on_the_next_request() {
+/// Seconds until a hold answer's `expires_at`.
+fn expires_in(f: &Value) -> f64 {
+    let t = DateTime::parse_from_rfc3339(f["data"]["expires_at"].as_str().expect("expires_at"))
+        .expect("RFC 3339");
+    (t.with_timezone(&Utc) - Utc::now()).num_milliseconds() as f64 / 1000.0
+}
+
+/// A 2×6 hall and alice logged in; (app, screening, seats, DBA, alice).
+async fn settings_setup() -> (TestApp, String, Vec<String>, Dba, Client) {
     let app = TestApp::spawn().await;
     let (screening, seats) = screening(&app.db, 2, 6, Duration::from_secs(3600)).await;
     let dba = Dba::new(&app.db).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let hold = async |c: &mut Client, s: &[&String]| {
-        c.request(
-            "hold_seats",
-            json!({"screening_id": screening, "seat_ids": s}),
-        )
-        .await
-    };
-    let expires_in = |f: &Value| {
-        let t = DateTime::parse_from_rfc3339(f["data"]["expires_at"].as_str().expect("expires_at"))
-            .expect("RFC 3339");
-        (t.with_timezone(&Utc) - Utc::now()).num_milliseconds() as f64 / 1000.0
-    };
+    let (alice, _, _) = logged_in(&app.server, "alice").await;
+    (app, screening, seats, dba, alice)
+}
 
+#[tokio::test]
+async fn the_seat_limit_takes_effect_on_the_next_request() {
+    let (_app, screening, seats, dba, mut alice) = settings_setup().await;
+    alice.hold(&screening, &seats[..1]).await.data();
+    // The seat limit, changed while the server runs.
+    dba.exec("SELECT admin.set_seat_limit(2)").await;
+    let f = alice.hold(&screening, &seats[1..3]).await.0;
+    assert_eq!(f["error"], "HOLD_LIMIT", "3 seats over a limit of 2: {f}");
+    assert!(f["data"]["message"].is_string());
+    let f = alice.hold(&screening, &seats[1..2]).await.0;
+    assert!(f.get("error").is_none(), "2 seats fit: {f}");
+    let f = alice.hold(&screening, &seats[2..3]).await.0;
+    assert_eq!(f["error"], "HOLD_LIMIT");
+    dba.exec("SELECT admin.set_seat_limit(4)").await;
+    let f = alice.hold(&screening, &seats[2..4]).await.0;
+    assert!(f.get("error").is_none(), "the raised limit applies: {f}");
+}
+
+#[tokio::test]
+async fn the_hold_ttl_takes_effect_on_the_next_request() {
+    let (_app, screening, seats, dba, mut alice) = settings_setup().await;
+    let mut hold = async || alice.hold(&screening, &seats[..1]).await.0;
     // Defaults: a 10-minute hold.
-    let f = hold(&mut alice, &[&seats[0]]).await;
+    let f = hold().await;
     assert!(f.get("error").is_none(), "{f}");
     let left = expires_in(&f);
     assert!((595.0..=605.0).contains(&left), "default TTL 600 s: {left}");
 
-    // The seat limit, changed while the server runs.
-    dba.exec("SELECT admin.set_seat_limit(2)").await;
-    let f = hold(&mut alice, &[&seats[1], &seats[2]]).await;
-    assert_eq!(f["error"], "HOLD_LIMIT", "3 seats over a limit of 2: {f}");
-    assert!(f["data"]["message"].is_string());
-    let f = hold(&mut alice, &[&seats[1]]).await;
-    assert!(f.get("error").is_none(), "2 seats fit: {f}");
-    let f = hold(&mut alice, &[&seats[2]]).await;
-    assert_eq!(f["error"], "HOLD_LIMIT");
-    dba.exec("SELECT admin.set_seat_limit(4)").await;
-    let f = hold(&mut alice, &[&seats[2], &seats[3]]).await;
-    assert!(f.get("error").is_none(), "the raised limit applies: {f}");
-
     // The hold TTL, changed while the server runs: the next hold (or renewal) uses it.
     dba.exec("SELECT admin.set_hold_ttl(30)").await;
-    let f = hold(&mut alice, &[&seats[0]]).await;
+    let f = hold().await;
     assert!(f.get("error").is_none(), "{f}");
     let left = expires_in(&f);
     assert!((25.0..=35.0).contains(&left), "TTL 30 s: {left}");
     dba.exec("SELECT admin.set_hold_ttl(7200)").await;
-    let f = hold(&mut alice, &[&seats[0]]).await;
-    let left = expires_in(&f);
+    let left = expires_in(&hold().await);
     assert!(
         (1795.0..=1805.0).contains(&left),
         "TTL 2 h, capped by max_hold_seconds (1800 by default): {left}"
     );
     dba.exec("SELECT admin.set_max_hold_seconds(86400)").await;
-    let f = hold(&mut alice, &[&seats[0]]).await;
-    let left = expires_in(&f);
+    let left = expires_in(&hold().await);
     assert!((7195.0..=7205.0).contains(&left), "TTL 2 h: {left}");
 }

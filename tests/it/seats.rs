@@ -225,12 +225,19 @@ async fn renewing_ones_own_hold_moves_the_expiry_and_pushes_nothing() {
     assert_eq!(changes(&u), vec![(seats[1].clone(), "held".into())]);
 }
 
-#[tokio::test]
-async fn the_seat_limit_counts_held_and_booked_seats_and_is_a_setting() {
+/// A 3×10 hall with alice and bob logged in; (app, screening, seats,
+/// alice, bob).
+async fn alice_and_bob_in_a_30_seat_hall() -> (TestApp, String, Vec<String>, Client, Client) {
     let app = TestApp::spawn().await;
     let (s, seats) = screening(&app.db, 3, 10, HOUR).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let (mut bob, _, _) = logged_in(&app.server, "bob").await;
+    let (alice, _, _) = logged_in(&app.server, "alice").await;
+    let (bob, _, _) = logged_in(&app.server, "bob").await;
+    (app, s, seats, alice, bob)
+}
+
+#[tokio::test]
+async fn the_seat_limit_counts_held_and_booked_seats_per_user() {
+    let (app, s, seats, mut alice, mut bob) = alice_and_bob_in_a_30_seat_hall().await;
     let all: Vec<&String> = seats.iter().collect();
 
     // More than 10 at once: refused, nothing held.
@@ -254,10 +261,21 @@ async fn the_seat_limit_counts_held_and_booked_seats_and_is_a_setting() {
     alice.release(&s, &all[9..10]).await.data();
     alice.hold(&s, &all[20..21]).await.data();
     assert_eq!(alice.hold(&s, &all[21..22]).await.error(), "HOLD_LIMIT");
+}
 
-    // The limit is a setting, read by the next request.
+#[tokio::test]
+async fn the_seat_limit_is_a_setting_read_by_the_next_request() {
+    let (app, s, seats, mut alice, mut bob) = alice_and_bob_in_a_30_seat_hall().await;
+    let all: Vec<&String> = seats.iter().collect();
+    // Alice at the default limit of 10 (two of them booked), bob too.
+    alice.hold(&s, &all[2..10]).await.data();
+    alice.hold(&s, &all[..2]).await.data();
+    alice.book(&s, &all[..2]).await.data();
+    bob.hold(&s, &all[10..20]).await.data();
+    assert_eq!(alice.hold(&s, &all[20..21]).await.error(), "HOLD_LIMIT");
+
     sql(&app.db, "SELECT admin.set_seat_limit(12)").await;
-    alice.hold(&s, &all[21..23]).await.data();
+    alice.hold(&s, &all[20..22]).await.data();
     assert_eq!(alice.hold(&s, &all[23..24]).await.error(), "HOLD_LIMIT");
     sql(&app.db, "SELECT admin.set_seat_limit(3)").await;
     assert_eq!(alice.hold(&s, &all[23..24]).await.error(), "HOLD_LIMIT");
@@ -404,13 +422,21 @@ async fn unknown_ids_answer_not_found() {
     );
 }
 
-#[tokio::test]
-async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
+/// The setup of the refusal tests: a 1×3 hall, alice logged in, and an
+/// anonymous client.
+async fn alice_and_anon() -> (TestApp, String, Vec<String>, Client, Client) {
     let app = TestApp::spawn().await;
     let (s, seats) = screening(&app.db, 1, 3, HOUR).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let mut anon = app.client().await;
+    let (alice, _, _) = logged_in(&app.server, "alice").await;
+    let anon = app.client().await;
+    (app, s, seats, alice, anon)
+}
 
+const SEAT_METHODS: [&str; 3] = ["hold_seats", "release_seats", "book_seats"];
+
+#[tokio::test]
+async fn malformed_seat_requests_are_bad_request_before_unauthorized_and_not_found() {
+    let (app, s, seats, mut alice, mut anon) = alice_and_anon().await;
     let bad = [
         json!({"screening_id": s, "seat_ids": seats[0]}), // not an array
         json!({"screening_id": s, "seat_ids": []}),       // empty
@@ -425,7 +451,7 @@ async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
         json!({"screening_id": "999999999", "seat_ids": []}),
         json!({"screening_id": "nope", "seat_ids": ["nope", 2]}),
     ];
-    for method in ["hold_seats", "release_seats", "book_seats"] {
+    for method in SEAT_METHODS {
         for data in &bad {
             for c in [&mut alice, &mut anon] {
                 // BAD_REQUEST ranks before UNAUTHORIZED: anonymous gets it too.
@@ -433,7 +459,15 @@ async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
                 assert_eq!(r["error"], "BAD_REQUEST", "{method} {data}: {r}");
             }
         }
-        // Anonymous: UNAUTHORIZED, also before NOT_FOUND.
+    }
+    // None of it reached the seats.
+    assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "free");
+}
+
+#[tokio::test]
+async fn anonymous_seat_requests_are_unauthorized_before_not_found() {
+    let (app, s, seats, _, mut anon) = alice_and_anon().await;
+    for method in SEAT_METHODS {
         for data in [
             seat_data(&s, &[&seats[0]]),
             json!({"screening_id": "999999999", "seat_ids": ["x"]}),
@@ -441,6 +475,13 @@ async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
             assert_eq!(anon.err(method, data).await, "UNAUTHORIZED");
         }
     }
+    // None of it reached the seats.
+    assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "free");
+}
+
+#[tokio::test]
+async fn malformed_cancel_booking_is_bad_request_even_anonymous() {
+    let (_app, _, _, mut alice, mut anon) = alice_and_anon().await;
     for data in [
         json!({}),
         json!({"booking_id": 5}),
@@ -452,14 +493,17 @@ async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
         );
         assert_eq!(alice.err("cancel_booking", data).await, "BAD_REQUEST");
     }
+}
+
+#[tokio::test]
+async fn anonymous_cancel_booking_and_get_bookings_are_unauthorized() {
+    let (_app, _, _, _, mut anon) = alice_and_anon().await;
     assert_eq!(
         anon.err("cancel_booking", json!({"booking_id": "999999999"}))
             .await,
         "UNAUTHORIZED"
     );
     assert_eq!(anon.err("get_bookings", json!({})).await, "UNAUTHORIZED");
-    // None of it reached the seats.
-    assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "free");
 }
 
 #[tokio::test]
