@@ -776,81 +776,129 @@ async fn racing_holds_never_together_isolate_a_seat() {
 // Over WebSockets, two replicas
 // ---------------------------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
-    let app = TestApp::spawn().await;
-    let other = app.replica().await;
-    let dba = app.db.psql().await;
-    dba.batch_execute("SELECT admin.set_orphan_rule(true)")
-        .await
-        .expect("rule on");
-    let (hall, film) = layout_hall(&dba, &["wc.ssss.cw", "ssssssssss", "vvvv..vvvv"]).await;
-    let scr: i64 = dba
-        .query_one(
-            "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1150, 'EUR')",
-            &[&hall, &film],
-        )
-        .await
-        .expect("screening")
-        .get(0);
-    dba.batch_execute(&format!("SELECT admin.set_price({scr}, 'vip', 1550)"))
-        .await
-        .expect("vip price");
-    let seat = |label: &'static str| {
-        let dba = &dba;
-        async move {
-            dba.query_one(
+/// Two replicas on one screening of a box-office hall (companion seats in
+/// row A, vip in row C at 15.50, the rest at 11.50, the orphan rule on),
+/// alice logged in on the second replica, `dba` connected to the database.
+struct BoxOffice {
+    app: TestApp,
+    other: marquee::app::Server,
+    dba: PgClient,
+    hall: i64,
+    s: String,
+    alice: Client,
+}
+
+impl BoxOffice {
+    async fn new() -> BoxOffice {
+        let app = TestApp::spawn().await;
+        let other = app.replica().await;
+        let dba = app.db.psql().await;
+        dba.batch_execute("SELECT admin.set_orphan_rule(true)")
+            .await
+            .expect("rule on");
+        let (hall, film) = layout_hall(&dba, &["wc.ssss.cw", "ssssssssss", "vvvv..vvvv"]).await;
+        let scr: i64 = dba
+            .query_one(
+                "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1150, 'EUR')",
+                &[&hall, &film],
+            )
+            .await
+            .expect("screening")
+            .get(0);
+        dba.batch_execute(&format!("SELECT admin.set_price({scr}, 'vip', 1550)"))
+            .await
+            .expect("vip price");
+        let (alice, _, _) = logged_in(&other, "alice").await;
+        BoxOffice {
+            app,
+            other,
+            dba,
+            hall,
+            s: scr.to_string(),
+            alice,
+        }
+    }
+
+    /// A seat's id by its label (`B2`).
+    async fn seat(&self, label: &str) -> String {
+        self.dba
+            .query_one(
                 "SELECT s.id::text FROM seats AS s WHERE s.hall_id = $1 AND s.row_label || s.number = $2",
-                &[&hall, &label],
+                &[&self.hall, &label],
             )
             .await
             .expect("seat")
-            .get::<_, String>(0)
-        }
-    };
-    let s = scr.to_string();
+            .get(0)
+    }
 
-    let (mut alice, _, _) = logged_in(&other, "alice").await;
-    assert_eq!(alice.session["data"]["features"], json!(["box_office"]));
+    /// A DBA switches the no-orphan rule.
+    async fn orphan_rule(&self, on: bool) {
+        self.dba
+            .execute("SELECT admin.set_orphan_rule($1)", &[&on])
+            .await
+            .expect("orphan rule");
+    }
 
+    /// With the orphan rule off, alice holds B2 and the best two vip seats
+    /// (the latter watched from the first replica); returns the answer of
+    /// the best-available hold and the watcher's push.
+    async fn hold_b2_and_best_vip_pair(&mut self) -> (Value, Value) {
+        self.orphan_rule(false).await;
+        let b2 = self.seat("B2").await;
+        self.alice.hold(&self.s, &[&b2]).await.data();
+        let mut watcher = self.app.client().await;
+        let snap = watcher.subscribe(&self.s).await.data();
+        assert_eq!(
+            snap["prices"],
+            json!({"standard": 1150, "vip": 1550, "wheelchair": 1150, "companion": 1150})
+        );
+        let held = self
+            .alice
+            .ok(
+                "hold_best_available",
+                json!({"screening_id": self.s, "count": 2, "kinds": ["vip"]}),
+            )
+            .await;
+        let push = watcher.push("hall_update").await;
+        (held, push)
+    }
+}
+
+#[tokio::test]
+async fn the_orphan_rule_is_answered_on_the_other_replica_and_a_dba_switch_reaches_it() {
+    let mut b = BoxOffice::new().await;
+    assert_eq!(b.alice.session["data"]["features"], json!(["box_office"]));
     // The orphan rule, answered on replica B.
-    let (b1, b2) = (seat("B1").await, seat("B2").await);
-    let r = alice.hold(&s, &[&b2]).await.0;
+    let (b1, b2) = (b.seat("B1").await, b.seat("B2").await);
+    let r = b.alice.hold(&b.s, &[&b2]).await.0;
     assert_eq!(r["error"], "SEAT_RULE", "{r}");
     assert_eq!(r["data"]["rule"], "orphan");
     assert_eq!(r["data"]["seat_ids"], json!([b1]));
     assert!(r["data"]["message"].as_str().is_some_and(|m| !m.is_empty()));
-
     // A DBA switches it off through replica A's database; the next request on B obeys.
-    dba.batch_execute("SELECT admin.set_orphan_rule(false)")
-        .await
-        .expect("rule off");
-    alice.hold(&s, &[&b2]).await.data();
+    b.orphan_rule(false).await;
+    b.alice.hold(&b.s, &[&b2]).await.data();
+}
 
-    // Companion seats over the wire.
-    let a2 = seat("A2").await;
-    let r = alice.hold(&s, &[&a2]).await.0;
+#[tokio::test]
+async fn a_companion_seat_alone_is_a_seat_rule_over_the_wire() {
+    let mut b = BoxOffice::new().await;
+    b.orphan_rule(false).await;
+    let a2 = b.seat("A2").await;
+    let r = b.alice.hold(&b.s, &[&a2]).await.0;
     assert_eq!(r["error"], "SEAT_RULE", "{r}");
     assert_eq!(r["data"]["rule"], "companion");
     assert_eq!(r["data"]["seat_ids"], json!([a2]));
+}
 
+#[tokio::test]
+async fn best_available_on_one_replica_is_pushed_to_a_subscriber_on_the_other() {
+    let mut b = BoxOffice::new().await;
     // Best available on B is pushed to a subscriber on A like any hold.
-    let mut watcher = app.client().await;
-    let snap = watcher.subscribe(&s).await.data();
-    assert_eq!(
-        snap["prices"],
-        json!({"standard": 1150, "vip": 1550, "wheelchair": 1150, "companion": 1150})
-    );
-    let held = alice
-        .ok(
-            "hold_best_available",
-            json!({"screening_id": s, "count": 2, "kinds": ["vip"]}),
-        )
-        .await;
+    let (held, push) = b.hold_b2_and_best_vip_pair().await;
     let seats = held["seat_ids"].as_array().expect("seat_ids").clone();
     assert_eq!(seats.len(), 2, "{held}");
     assert!(held["expires_at"].is_string() && held["version"].is_i64());
-    let push = watcher.push("hall_update").await;
     assert_eq!(push["data"]["version"], held["version"], "{push}");
     let pushed: Vec<Value> = push["data"]["seats"]
         .as_array()
@@ -864,33 +912,54 @@ async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
         .expect("seats")
         .iter()
         .all(|x| x["status"] == "held"));
+}
 
-    // Booking prices each seat by its kind: two vip and the standard B2.
-    let mut all = seats.clone();
-    all.push(json!(b2));
-    let booking = alice
-        .ok("book_seats", json!({"screening_id": s, "seat_ids": all}))
-        .await;
+/// Alice books B2 and the best vip pair; returns the booking answer.
+async fn book_b2_and_best_vip_pair(b: &mut BoxOffice) -> Value {
+    let (held, _) = b.hold_b2_and_best_vip_pair().await;
+    let mut all = held["seat_ids"].as_array().expect("seat_ids").clone();
+    all.push(json!(b.seat("B2").await));
+    b.alice
+        .ok("book_seats", json!({"screening_id": b.s, "seat_ids": all}))
+        .await
+}
+
+#[tokio::test]
+async fn a_booking_prices_each_seat_by_its_kind() {
+    let mut b = BoxOffice::new().await;
+    // Two vip and the standard B2.
+    let booking = book_b2_and_best_vip_pair(&mut b).await;
     assert_eq!(booking["booking"]["total"], 1550 * 2 + 1150, "{booking}");
+}
 
-    // The cancellation cut-off, set by a DBA, holds on replica B at once.
+#[tokio::test]
+async fn the_cancel_cutoff_set_by_a_dba_holds_on_the_other_replica_at_once() {
+    let mut b = BoxOffice::new().await;
+    let booking = book_b2_and_best_vip_pair(&mut b).await;
     let cancel = json!({"booking_id": booking["booking"]["id"]});
-    dba.batch_execute("SELECT admin.set_cancel_cutoff(1500)")
+    b.dba
+        .batch_execute("SELECT admin.set_cancel_cutoff(1500)")
         .await
         .expect("cut-off 25 hours");
     assert_eq!(
-        alice.err("cancel_booking", cancel.clone()).await,
+        b.alice.err("cancel_booking", cancel.clone()).await,
         "SCREENING_CLOSED",
         "a screening a day ahead is inside a 25-hour cut-off"
     );
-    dba.batch_execute("SELECT admin.set_cancel_cutoff(0)")
+    b.dba
+        .batch_execute("SELECT admin.set_cancel_cutoff(0)")
         .await
         .expect("no cut-off");
-    let cancelled = alice.ok("cancel_booking", cancel).await;
+    let cancelled = b.alice.ok("cancel_booking", cancel).await;
     assert_eq!(cancelled["booking"]["status"], "cancelled");
+}
 
+#[tokio::test]
+async fn hold_best_available_bad_parameters_are_bad_request_before_anything_else() {
+    let b = BoxOffice::new().await;
+    let (s, mut alice) = (b.s.clone(), b.alice);
     // Bad parameters are BAD_REQUEST before anything else, anonymous or not.
-    let mut anon = Client::connect(&other).await;
+    let mut anon = Client::connect(&b.other).await;
     for data in [
         json!({"screening_id": s, "count": 0}),
         json!({"screening_id": s, "count": 2.5}),
