@@ -75,7 +75,7 @@ fn refused_status(r: Result<impl Sized, WsError>) -> u16 {
 }
 
 #[tokio::test]
-async fn session_frame_shape_and_replica_ids() {
+async fn the_session_frame_has_the_contracts_shape() {
     let app = TestApp::spawn().await;
     let before = now_ms();
     let c = app.client().await;
@@ -104,7 +104,15 @@ async fn session_frame_shape_and_replica_ids() {
         serde_json::json!(["box_office"]),
         "version 1.1 announces the box office"
     );
-    let server = s["data"]["server"].as_str().expect("server is a string");
+}
+
+#[tokio::test]
+async fn the_session_frame_names_the_replica_and_each_replica_differs() {
+    let app = TestApp::spawn().await;
+    let c = app.client().await;
+    let server = c.session["data"]["server"]
+        .as_str()
+        .expect("server is a string");
     assert!(!server.is_empty());
     assert_eq!(server, app.server.replica_id);
 

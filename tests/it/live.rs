@@ -737,13 +737,10 @@ async fn twenty_users_race_for_five_seats_on_two_replicas() {
 }
 
 #[tokio::test]
-async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
+async fn unsubscribe_without_a_subscription_answers_empty_and_a_bad_id_is_bad_request() {
     let app = TestApp::spawn().await;
-    let (s, seats) = screening(&app.db, 1, 4, HOUR).await;
-    let (s2, seats2) = screening(&app.db, 1, 2, HOUR).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
+    let (s, _) = screening(&app.db, 1, 4, HOUR).await;
     let mut w = app.client().await;
-
     // Not subscribed (or naming nothing): still {}.
     for id in [s.as_str(), "999999999", "nope"] {
         let r = w
@@ -756,6 +753,15 @@ async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
         w.err("unsubscribe_hall", json!({"screening_id": 5})).await,
         "BAD_REQUEST"
     );
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
+    let app = TestApp::spawn().await;
+    let (s, seats) = screening(&app.db, 1, 4, HOUR).await;
+    let (s2, seats2) = screening(&app.db, 1, 2, HOUR).await;
+    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
+    let mut w = app.client().await;
 
     let first = w.subscribe(&s).await.0;
     let second = w.subscribe(&s).await.0;
