@@ -10,7 +10,7 @@
 --     privilege, and a DBA's plain UPDATE of seat_states can bump screenings.version and notify. pg_catalog first
 --     and pg_temp last, so nobody can shadow a table, function or operator with a temporary one.
 --   * Nobody but the owner may execute a function unless granted below: marquee_app exactly the api functions the
---     server calls (src/models/*.rs; tests/roles.rs checks the list against the source), marquee_admin all of api
+--     server calls (src/models/*.rs; tests/it/roles.rs checks the list against the source), marquee_admin all of api
 --     and admin. internal is for the owner only.
 --
 -- It also gives marquee_owner tables that a superuser created in public by a later migration, and lets DBAs read

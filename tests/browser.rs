@@ -1,3 +1,6 @@
+//! A binary of its own: its one-second deadlines for what a browser shows want
+//! the machine without the other tests' servers (cargo runs binaries one after another).
+//!
 //! The demo web client (`web/`) in a real browser against the real server:
 //! headless Chromium driven over WebDriver (chromedriver + `fantoccini`).
 //!
@@ -24,7 +27,8 @@
 //! On a failure the panic message carries the page's state, its message
 //! line and its console log, and a screenshot lands next to `seatmap.png`.
 
-mod common;
+#[path = "it/harness/mod.rs"]
+mod harness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,8 +36,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use fantoccini::{Client as WebDriver, ClientBuilder, Locator};
+use harness::*;
 use serde_json::{json, Value};
 
 /// How long a step may take before the test gives up on it.
@@ -259,6 +263,54 @@ impl Browser {
                 .await
             }
         }
+    }
+
+    /// After a login: the page reconnected and its map is current again.
+    async fn wait_in_sync(&self) {
+        self.wait(
+            "the map to be in sync after the login reconnect",
+            r#"document.querySelector('[data-testid="seat-map"]').dataset.version !== ""
+               && !document.querySelector('[data-testid="seat-map"]').classList.contains('stale')"#,
+        )
+        .await;
+    }
+
+    /// `expr` (a property or method call) of a seat's button.
+    async fn seat_eval(&self, id: &str, expr: &str) -> Value {
+        self.eval(&format!(
+            "document.querySelector({}).{expr}",
+            json!(Browser::seat(id))
+        ))
+        .await
+    }
+
+    /// A condition: the seat's button is (not) pressed (selected).
+    fn pressed(id: &str, pressed: bool) -> String {
+        format!(
+            r#"document.querySelector({}).getAttribute('aria-pressed') === "{pressed}""#,
+            json!(Browser::seat(id))
+        )
+    }
+
+    /// Opens the page on a screening and waits for all `seats` of its map.
+    async fn open_screening(
+        &self,
+        app: &TestApp,
+        cinema: &str,
+        day: &str,
+        screening: &str,
+        seats: usize,
+    ) {
+        self.open(&format!(
+            "{}#cinema={cinema}&day={day}&screening={screening}",
+            page(app)
+        ))
+        .await;
+        self.wait(
+            "the whole seat map",
+            &format!(r#"document.querySelectorAll('[data-testid="seat"]').length === {seats}"#),
+        )
+        .await;
     }
 
     async fn open(&self, url: &str) {
@@ -506,6 +558,31 @@ fn seat_is(id: &str, status: &str, mine: bool) -> String {
 }
 
 /// The page's URL on the server's HTTP origin (127.0.0.1, as in ALLOWED_ORIGINS).
+/// A screening 3 hours ahead in a hall drawn from `layout` (a cinema
+/// "`name` Cinema" in Europe/Berlin); (screening, cinema, day) as the page's
+/// URL names them.
+async fn drawn_screening(
+    c: &tokio_postgres::Client,
+    name: &str,
+    hall: &str,
+    layout: &[String],
+) -> (String, String, String) {
+    let row = c
+        .query_one(
+            "WITH ci AS (SELECT admin.create_cinema($2 || ' Cinema', 'Testville', '1 Test Street', 'Europe/Berlin') AS id),
+                  f AS (SELECT admin.create_film($2 || ' Film', 100, '6') AS id),
+                  sc AS (SELECT admin.create_screening(
+                             admin.create_hall_layout((SELECT id FROM ci), $3, $1),
+                             (SELECT id FROM f), now() + interval '3 hours', 1000, 'EUR') AS id)
+             SELECT (SELECT id FROM sc)::text, (SELECT id FROM ci)::text,
+                    to_char((now() + interval '3 hours') AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD')",
+            &[&layout, &name, &hall],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a screening in the {hall}: {e}"));
+    (row.get(0), row.get(1), row.get(2))
+}
+
 fn page(app: &TestApp) -> String {
     format!("http://127.0.0.1:{}/", app.server.http_addr.port())
 }
@@ -725,25 +802,13 @@ async fn two_browsers_share_a_live_seat_map() {
     // Both sign in on the open map: the login reconnect must resubscribe it.
     tokio::join!(a.register("alice"), b.register("bob"));
     for p in [&a, &b] {
-        p.wait(
-            "the map to be in sync after the login reconnect",
-            r#"document.querySelector('[data-testid="seat-map"]').dataset.version !== ""
-               && !document.querySelector('[data-testid="seat-map"]').classList.contains('stale')"#,
-        )
-        .await;
+        p.wait_in_sync().await;
     }
     let (s0, s1) = (&seats[0], &seats[1]);
 
     // B selects s1; then A selects s0 and s1 and holds them first.
     b.click(&Browser::seat(s1)).await;
-    b.wait(
-        "B's selection",
-        &format!(
-            r#"document.querySelector({}).getAttribute('aria-pressed') === "true""#,
-            json!(Browser::seat(s1))
-        ),
-    )
-    .await;
+    b.wait("B's selection", &Browser::pressed(s1, true)).await;
     a.click(&Browser::seat(s0)).await;
     a.click(&Browser::seat(s1)).await;
     tokio::join!(a.instrument(), b.instrument());
@@ -778,10 +843,7 @@ async fn two_browsers_share_a_live_seat_map() {
     // B still has s1 selected (drawn as taken); holding it is refused by the server.
     b.wait(
         "B's selection to survive somebody else's hold",
-        &format!(
-            r#"document.querySelector({}).getAttribute('aria-pressed') === "true""#,
-            json!(Browser::seat(s1))
-        ),
+        &Browser::pressed(s1, true),
     )
     .await;
     b.click(r#"[data-testid="hold-button"]"#).await;
@@ -792,10 +854,7 @@ async fn two_browsers_share_a_live_seat_map() {
     .await;
     b.wait(
         "the taken seat to leave B's selection",
-        &format!(
-            r#"document.querySelector({}).getAttribute('aria-pressed') === "false""#,
-            json!(Browser::seat(s1))
-        ),
+        &Browser::pressed(s1, false),
     )
     .await;
 
@@ -945,20 +1004,8 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
     let started = Instant::now();
     let app = TestApp::spawn().await;
     let c = app.db.psql().await;
-    let row = c
-        .query_one(
-            "WITH ci AS (SELECT admin.create_cinema('Box Cinema', 'Testville', '1 Test Street', 'Europe/Berlin') AS id),
-                  f AS (SELECT admin.create_film('Box Film', 100, '6') AS id),
-                  sc AS (SELECT admin.create_screening(
-                             admin.create_hall_layout((SELECT id FROM ci), 'Box hall', $1),
-                             (SELECT id FROM f), now() + interval '3 hours', 1000, 'EUR') AS id)
-             SELECT (SELECT id FROM sc)::text, (SELECT id FROM ci)::text,
-                    to_char((now() + interval '3 hours') AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD')",
-            &[&BOX_LAYOUT.map(String::from).to_vec()],
-        )
-        .await
-        .expect("a screening in a drawn hall");
-    let (screening, cinema, day): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let (screening, cinema, day) =
+        drawn_screening(&c, "Box", "Box hall", &BOX_LAYOUT.map(String::from)).await;
     c.execute(
         "SELECT admin.set_price($1::text::bigint, 'vip', 1500)",
         &[&screening],
@@ -974,16 +1021,7 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
 
     let driver = Driver::start().await;
     let b = driver.browser("box").await;
-    b.open(&format!(
-        "{}#cinema={cinema}&day={day}&screening={screening}",
-        page(&app)
-    ))
-    .await;
-    b.wait(
-        "the whole seat map",
-        r#"document.querySelectorAll('[data-testid="seat"]').length === 23"#,
-    )
-    .await;
+    b.open_screening(&app, &cinema, &day, &screening, 23).await;
 
     // The legend lists the hall's kinds with this screening's prices, and explains companion seats.
     let legend = b
@@ -1015,23 +1053,13 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
         note.as_str().is_some_and(|t| t.contains("wheelchair")),
         "companion seats are explained next to the map: {note}"
     );
-    let companion = b
-        .eval(&format!(
-            "document.querySelector({}).getAttribute('aria-label')",
-            json!(Browser::seat(&seat["B2"]))
-        ))
-        .await;
+    let companion = b.seat_eval(&seat["B2"], "getAttribute('aria-label')").await;
     assert!(
         companion.as_str().is_some_and(|t| t.contains("companion")),
         "the companion seat says what it is: {companion}"
     );
 
-    let vip_title = b
-        .eval(&format!(
-            "document.querySelector({}).title",
-            json!(Browser::seat(&seat["C4"]))
-        ))
-        .await;
+    let vip_title = b.seat_eval(&seat["C4"], "title").await;
     assert!(
         vip_title
             .as_str()
@@ -1040,12 +1068,7 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
     );
 
     b.register("carol").await;
-    b.wait(
-        "the map to be in sync after the login reconnect",
-        r#"document.querySelector('[data-testid="seat-map"]').dataset.version !== ""
-           && !document.querySelector('[data-testid="seat-map"]').classList.contains('stale')"#,
-    )
-    .await;
+    b.wait_in_sync().await;
 
     // Best seats for 3: the server picks and holds them; the page shows them as mine.
     b.element(r#"[data-testid="best-count"]"#)
@@ -1054,16 +1077,7 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
         .await
         .expect("choose 3 seats");
     b.click(r#"[data-testid="best-button"]"#).await;
-    let held: Vec<String> = c
-        .query(
-            "SELECT seat_id::text FROM seat_states WHERE screening_id = $1::text::bigint AND status = 'held'",
-            &[&screening],
-        )
-        .await
-        .expect("held seats")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let held: Vec<String> = column(&c, "SELECT seat_id::text FROM seat_states WHERE screening_id = $1::text::bigint AND status = 'held'", &[&screening]).await;
     // The answer may still be on its way when the query ran: wait for the page, then ask again.
     for id in &held {
         b.wait_seat(id, "held", true).await;
@@ -1075,17 +1089,13 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
         )
         .await;
     assert_eq!(mine, 3);
-    let held: Vec<String> = c
-        .query(
-            "SELECT se.row_label || se.number FROM seat_states ss JOIN seats se ON se.id = ss.seat_id
+    let held: Vec<String> = column(
+        &c,
+        "SELECT se.row_label || se.number FROM seat_states ss JOIN seats se ON se.id = ss.seat_id
               WHERE ss.screening_id = $1::text::bigint AND ss.status = 'held' ORDER BY se.x",
-            &[&screening],
-        )
-        .await
-        .expect("held seats")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&screening],
+    )
+    .await;
     // Rows from the screen: A (y 0) … C (y 2), so py = floor(2·2/3) = 1 and cx = 3.5:
     // B3-B5 (mean x 4) score 0.5, the best of every row.
     assert_eq!(held, ["B3", "B4", "B5"], "the best block for 3");
@@ -1316,20 +1326,7 @@ async fn a_cinema_goer_at_desktop_and_phone_sizes() {
     let started = Instant::now();
     let app = TestApp::spawn().await;
     let c = app.db.psql().await;
-    let row = c
-        .query_one(
-            "WITH ci AS (SELECT admin.create_cinema('Goer Cinema', 'Testville', '1 Test Street', 'Europe/Berlin') AS id),
-                  f AS (SELECT admin.create_film('Goer Film', 100, '6') AS id),
-                  sc AS (SELECT admin.create_screening(
-                             admin.create_hall_layout((SELECT id FROM ci), 'Big hall', $1),
-                             (SELECT id FROM f), now() + interval '3 hours', 1000, 'EUR') AS id)
-             SELECT (SELECT id FROM sc)::text, (SELECT id FROM ci)::text,
-                    to_char((now() + interval '3 hours') AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD')",
-            &[&goer_layout()],
-        )
-        .await
-        .expect("a screening in a big hall");
-    let (screening, cinema, day): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let (screening, cinema, day) = drawn_screening(&c, "Goer", "Big hall", &goer_layout()).await;
     // Somebody else booked A5-A8; the limit per screening is 4 (the default is 10).
     c.batch_execute(&format!(
         "SELECT admin.set_seat_limit(4);
@@ -1347,24 +1344,10 @@ async fn a_cinema_goer_at_desktop_and_phone_sizes() {
     let driver = Driver::start().await;
     let b = driver.browser("goer").await;
     b.viewport(1400, 1000, false).await;
-    b.open(&format!(
-        "{}#cinema={cinema}&day={day}&screening={screening}",
-        page(&app)
-    ))
-    .await;
-    b.wait(
-        "the whole seat map",
-        r#"document.querySelectorAll('[data-testid="seat"]').length === 360"#,
-    )
-    .await;
+    b.open_screening(&app, &cinema, &day, &screening, 360).await;
     b.wait_seat(&seat["A5"], "booked", false).await;
     b.register("dora").await;
-    b.wait(
-        "the map to be in sync after the login reconnect",
-        r#"document.querySelector('[data-testid="seat-map"]').dataset.version !== ""
-           && !document.querySelector('[data-testid="seat-map"]').classList.contains('stale')"#,
-    )
-    .await;
+    b.wait_in_sync().await;
 
     // 6: free and booked, vip and selected, told apart at a glance.
     b.check_seat_colours(&at("A4"), &at("A5"), &at("Q3"), &at("Q4"))

@@ -1,3 +1,6 @@
+//! A binary of its own: the connection flood reads this process's RSS, which
+//! the other tests' servers would move if they shared the process.
+//!
 //! Hostile input over real WebSockets (issue 6, "Hostile input"): frames far
 //! over the size limit, deep nesting, huge numbers, invalid UTF-8 and
 //! WebSocket protocol violations, NUL and control characters, huge lists
@@ -5,16 +8,16 @@
 //! a fresh client; after the flood its connection gauge is back to 0 and
 //! its memory is flat.
 //!
-//! The server runs in this process, so the flood reads this process's RSS.
 //! The tests take turns (`one_at_a_time`) so that no other test's
 //! allocations land in that measurement.
 
-mod common;
+#[path = "it/harness/mod.rs"]
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
+use harness::*;
 use marquee::controllers::dispatch::METHODS;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
@@ -343,23 +346,13 @@ async fn huge_and_odd_numbers() {
         "99999999999999999999",
         long.as_str(),
     ] {
-        let e = user
-            .err(
-                "hold_seats",
-                json!({"screening_id": id, "seat_ids": [seats[0]]}),
-            )
-            .await;
+        let e = user.hold(id, &[&seats[0]]).await.error();
         assert_eq!(e, "NOT_FOUND", "screening_id of {} digits", id.len());
-        let e = user
-            .err(
-                "hold_seats",
-                json!({"screening_id": screening, "seat_ids": [id]}),
-            )
-            .await;
+        let e = user.hold(&screening, &[&id]).await.error();
         assert_eq!(e, "NOT_FOUND", "seat id of {} digits", id.len());
-        let e = user.err("cancel_booking", json!({"booking_id": id})).await;
+        let e = user.cancel(id).await.error();
         assert_eq!(e, "NOT_FOUND");
-        let e = user.err("get_hall", json!({"screening_id": id})).await;
+        let e = user.get_hall(id).await.error();
         assert_eq!(e, "NOT_FOUND");
     }
     // Years at the edges of RFC 3339 are read and answered.
@@ -389,9 +382,7 @@ async fn huge_and_odd_numbers() {
     assert_eq!(d["screenings"], json!([]));
 
     // Nothing above changed a seat.
-    let hall = user
-        .ok("get_hall", json!({"screening_id": screening}))
-        .await;
+    let hall = user.get_hall(&screening).await.data();
     assert!(
         hall["seats"]
             .as_array()
@@ -616,18 +607,7 @@ async fn nul_and_control_characters_are_escaped_and_echoed() {
     let f: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
     assert_eq!(f["type"], "subscribe_hall", "{f}");
     assert_eq!(f["eid"], eid);
-    app.db
-        .psql()
-        .await
-        .execute(
-            "SELECT admin.block_seats($1::bigint, ARRAY[$2::bigint])",
-            &[
-                &screening.parse::<i64>().unwrap(),
-                &seats[0].parse::<i64>().unwrap(),
-            ],
-        )
-        .await
-        .expect("block a seat");
+    app.db.block_seats(&screening, &seats[..1]).await;
     let text = next_text(&mut ws).await;
     assert!(!text.bytes().any(|b| b < 0x20), "{text:?}");
     let f: Value = serde_json::from_str(&text).unwrap();
@@ -835,9 +815,7 @@ async fn connection_flood_leaves_no_connection_and_flat_memory() {
     let (screening, seats) = screening(&app.db, 2, 5, Duration::from_secs(3600)).await;
     // A subscriber that stays through the flood.
     let mut stayer = app.client().await;
-    let snap = stayer
-        .ok("subscribe_hall", json!({"screening_id": screening}))
-        .await;
+    let snap = stayer.subscribe(&screening).await.data();
     let version = snap["version"].as_i64().unwrap();
 
     const WAVE: usize = 200;
@@ -877,18 +855,7 @@ async fn connection_flood_leaves_no_connection_and_flat_memory() {
     );
 
     // The server still serves: the stayer gets a change, a new client pings.
-    app.db
-        .psql()
-        .await
-        .execute(
-            "SELECT admin.block_seats($1::bigint, ARRAY[$2::bigint])",
-            &[
-                &screening.parse::<i64>().unwrap(),
-                &seats[0].parse::<i64>().unwrap(),
-            ],
-        )
-        .await
-        .expect("block");
+    app.db.block_seats(&screening, &seats[..1]).await;
     let u = stayer.push("hall_update").await;
     assert_eq!(u["data"]["version"], version + 1, "{u}");
     fresh_client_works(&app).await;

@@ -1,3 +1,6 @@
+//! A binary of its own: it reads only `src/`, needs no database, and is the layer
+//! check other tools run alone (`cargo test --test layers`).
+//!
 //! The layering rule of `src/lib.rs`, checked by scanning the source (a
 //! tidy test in the manner of rust-analyzer's): a module imports only from
 //! layers below its own, and `methods` and `subscriptions` never import each
@@ -13,8 +16,6 @@
 //! `$crate::x`, `crate::{x, y}` and `super::…` chains that climb to the crate
 //! root; `//` comments are ignored. Every violation is reported as
 //! `src/<file>:<line>`.
-
-mod common;
 
 use std::path::Path;
 

@@ -1,17 +1,21 @@
+//! A binary of its own: `cargo test --test sql` runs the SQL suite alone, the
+//! command docs/sql.md gives to whoever changes `sql/`.
+//!
 //! The SQL layer tested as code, from `cargo test`: the pgTAP suite
 //! (`tests/sql/*.sql` through `pg_prove`, then `tests/sql/live.sh`, both run
 //! by `tests/sql/run.sh`), and `plpgsql_check` over every PL/pgSQL function
 //! with zero findings allowed. Each runs on a fresh clone of the migrated
 //! template. A missing tool fails the test with one line naming the package
-//! for the test server's PostgreSQL version (`common::prereq`): nothing is
+//! for the test server's PostgreSQL version (`harness::prereq`): nothing is
 //! skipped silently.
 
-mod common;
+#[path = "it/harness/mod.rs"]
+mod harness;
 
 use std::path::{Path, PathBuf};
 
-use common::prereq::{self, Tool};
-use common::TestDb;
+use harness::prereq::{self, Tool};
+use harness::TestDb;
 
 fn sql_tests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql")
@@ -53,7 +57,7 @@ async fn pgtap_suite_and_live_checks_pass() {
 
     // run.sh calls psql: prefer the one of the server the harness started.
     let mut path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(bin) = common::bin_dir() {
+    if let Some(bin) = harness::bin_dir() {
         let mut dirs = vec![bin];
         dirs.extend(std::env::split_paths(&path));
         path = std::env::join_paths(dirs).expect("PATH");

@@ -116,7 +116,7 @@ SELECT is_empty($$SELECT f::text FROM pg_temp.our_functions() AS f
                    WHERE has_function_privilege('public', f, 'EXECUTE')$$,
                 'PUBLIC may execute no function in api, admin or internal');
 
--- The server: exactly what src/models/*.rs calls (tests/roles.rs compares this list with the source).
+-- The server: exactly what src/models/*.rs calls (tests/it/roles.rs compares this list with the source).
 SELECT function_privs_are('api', 'get_cinemas', '{}'::name[], 'marquee_app', ARRAY['EXECUTE']);
 SELECT function_privs_are('api', 'get_screenings', ARRAY['bigint', 'timestamp with time zone', 'timestamp with time zone'],
                           'marquee_app', ARRAY['EXECUTE']);

@@ -4,12 +4,10 @@
 //! changes from all three at once, every subscriber's view ends equal to
 //! the database.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -23,20 +21,6 @@ fn apply(view: &mut BTreeMap<String, String>, update: &Value) -> i64 {
         );
     }
     update["data"]["version"].as_i64().expect("version")
-}
-
-fn view_of(snapshot: &Value) -> BTreeMap<String, String> {
-    snapshot["seats"]
-        .as_array()
-        .expect("seats")
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().expect("id").to_owned(),
-                s["status"].as_str().expect("status").to_owned(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +44,7 @@ async fn a_change_on_each_replica_reaches_the_other_two() {
     }
     let mut v0 = None;
     for cl in users.iter_mut().chain(watchers.iter_mut()) {
-        let snap = cl.ok("subscribe_hall", json!({"screening_id": scr})).await;
+        let snap = cl.subscribe(&scr).await.data();
         let v = snap["version"].as_i64().expect("version");
         assert_eq!(*v0.get_or_insert(v), v, "one version on every replica");
     }
@@ -140,9 +124,9 @@ async fn concurrent_changes_on_three_replicas_keep_every_view_equal_to_the_datab
     for srv in &servers {
         for _ in 0..2 {
             let mut w = Client::connect(srv).await;
-            let snap = w.ok("subscribe_hall", json!({"screening_id": scr})).await;
+            let snap = w.subscribe(&scr).await.data();
             v0 = snap["version"].as_i64().expect("version");
-            view0 = view_of(&snap);
+            view0 = statuses(&snap);
             watchers.push(w);
         }
     }

@@ -5,8 +5,6 @@
 //! and `seed-demo` work on the same data dir; bad configuration fails at
 //! start with one line naming the variable.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -105,7 +103,7 @@ fn free_port() -> u16 {
 }
 
 fn marquee(dir: &Path, args: &[&str]) -> Command {
-    common::prereq::postgres_server();
+    crate::harness::prereq::postgres_server();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marquee"));
     cmd.args(args)
         // No `.env` of the repository is found from here.
@@ -340,7 +338,7 @@ impl Ws {
 
     async fn next(&mut self) -> Value {
         loop {
-            let m = tokio::time::timeout(common::WAIT, self.ws.next())
+            let m = tokio::time::timeout(crate::harness::WAIT, self.ws.next())
                 .await
                 .expect("timed out")
                 .expect("open")
@@ -374,7 +372,7 @@ impl Ws {
 async fn register(c: &mut Ws, username: &str) -> String {
     let start = c.ok("auth_start", json!({"username": username})).await;
     assert_eq!(start["status"], "candidate", "{start}");
-    let code = common::totp_code(start["secret"].as_str().unwrap(), 0);
+    let code = crate::harness::totp_code(start["secret"].as_str().unwrap(), 0);
     let v = c
         .ok("auth_verify", json!({"username": username, "code": code}))
         .await;
@@ -400,7 +398,13 @@ fn embedded_start_stop_restart_keeps_the_data() {
         dir.pg().join("PG_VERSION").exists(),
         "initdb ran in the data dir"
     );
-    let (status, _, body) = block_on(common::http(server.http_addr(), "GET", "/ready", &[], ""));
+    let (status, _, body) = block_on(crate::harness::http(
+        server.http_addr(),
+        "GET",
+        "/ready",
+        &[],
+        "",
+    ));
     assert_eq!(status, 200, "{body}");
     let (cinemas, token) = block_on(async {
         let mut c = Ws::connect(server.ws_port, None).await;
@@ -512,7 +516,7 @@ fn embedded_start_stop_restart_keeps_the_data() {
     ] {
         let mut cmd = marquee(&dir.0, &["serve"]);
         cmd.env("DATABASE_URL", &db)
-            .env("JWT_SECRET", common::JWT_SECRET)
+            .env("JWT_SECRET", crate::harness::JWT_SECRET)
             .env("PORT", port_env.to_string())
             .env("WS_PORT", ws_env.to_string());
         let (status, out, err) = run(cmd, START);

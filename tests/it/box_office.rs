@@ -15,12 +15,10 @@
 //!   DBA holds for the next request on the other replica, best available
 //!   is pushed like any hold, and bad parameters never reach SQL.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::*;
+use crate::harness::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -602,25 +600,22 @@ async fn layout_hall(c: &PgClient, layout: &[&str]) -> (i64, i64) {
     (r.get(0), r.get(1))
 }
 
-#[tokio::test]
-async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
-    let db = TestDb::new().await;
-    let admin = connect(&db).await;
+/// `n` users, each on a connection of its own, ask for the best two seats
+/// of one screening in a hall of `layout` at the same instant (orphan rule
+/// on); returns the screening and their verdicts.
+async fn best_available_race(
+    db: &TestDb,
+    tag: &str,
+    n: usize,
+    layout: &[&str],
+) -> (i64, Vec<Verdict>) {
+    let admin = connect(db).await;
     admin
         .batch_execute("SELECT admin.set_orphan_rule(true)")
         .await
         .expect("rule on");
-    let ids = users(&admin, "best", 20).await;
-    let (hall, film) = layout_hall(
-        &admin,
-        &[
-            "sss.ssssss.sss",
-            "sss.ssssss.sss",
-            "sss.ssssss.sss",
-            "vvv.vvvvvv.vvv",
-        ],
-    )
-    .await;
+    let ids = users(&admin, tag, n).await;
+    let (hall, film) = layout_hall(&admin, layout).await;
     let scr: i64 = admin
         .query_one(
             "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1000, 'EUR')",
@@ -631,66 +626,7 @@ async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
         .get(0);
     let mut conns = Vec::new();
     for _ in &ids {
-        conns.push(connect(&db).await);
-    }
-    let start = Arc::new(tokio::sync::Barrier::new(ids.len()));
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .zip(ids.iter().copied())
-        .map(|(c, user)| {
-            let start = start.clone();
-            tokio::spawn(async move {
-                start.wait().await;
-                c.query_one(
-                    "SELECT seat_ids FROM api.hold_best_available($1, $2, 2, NULL)",
-                    &[&user, &scr],
-                )
-                .await
-                .map(|r| r.get::<_, Vec<i64>>(0))
-            })
-        })
-        .collect();
-    let mut all = BTreeSet::new();
-    for t in tasks {
-        let seats = t.await.expect("task").expect("every request succeeds");
-        assert_eq!(seats.len(), 2);
-        for s in seats {
-            assert!(all.insert(s), "seat {s} given twice");
-        }
-    }
-    let held: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM seat_states WHERE screening_id = $1 AND status = 'held'",
-            &[&scr],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(held, 40, "20 requests held 40 distinct seats");
-}
-
-#[tokio::test]
-async fn concurrent_best_available_fails_only_when_no_block_is_left() {
-    let db = TestDb::new().await;
-    let admin = connect(&db).await;
-    admin
-        .batch_execute("SELECT admin.set_orphan_rule(true)")
-        .await
-        .expect("rule on");
-    let ids = users(&admin, "last", 8).await;
-    // Exactly five pairs, each between aisles: five of eight requests for 2 can be served, whatever the order.
-    let (hall, film) = layout_hall(&admin, &["ss.ss.ss.ss.ss"]).await;
-    let scr: i64 = admin
-        .query_one(
-            "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1000, 'EUR')",
-            &[&hall, &film],
-        )
-        .await
-        .expect("screening")
-        .get(0);
-    let mut conns = Vec::new();
-    for _ in &ids {
-        conns.push(connect(&db).await);
+        conns.push(connect(db).await);
     }
     let start = Arc::new(tokio::sync::Barrier::new(ids.len()));
     let tasks: Vec<_> = conns
@@ -713,10 +649,54 @@ async fn concurrent_best_available_fails_only_when_no_block_is_left() {
             })
         })
         .collect();
+    let mut verdicts = Vec::new();
+    for t in tasks {
+        verdicts.push(t.await.expect("task"));
+    }
+    (scr, verdicts)
+}
+
+#[tokio::test]
+async fn twenty_concurrent_best_available_requests_get_disjoint_seats() {
+    let db = TestDb::new().await;
+    let layout = [
+        "sss.ssssss.sss",
+        "sss.ssssss.sss",
+        "sss.ssssss.sss",
+        "vvv.vvvvvv.vvv",
+    ];
+    let (scr, verdicts) = best_available_race(&db, "best", 20, &layout).await;
+    let mut all = BTreeSet::new();
+    for v in verdicts {
+        let Verdict::Held(seats) = v else {
+            panic!("every request succeeds: {v:?}");
+        };
+        assert_eq!(seats.len(), 2);
+        for s in seats {
+            assert!(all.insert(s), "seat {s} given twice");
+        }
+    }
+    let held: i64 = connect(&db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM seat_states WHERE screening_id = $1 AND status = 'held'",
+            &[&scr],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(held, 40, "20 requests held 40 distinct seats");
+}
+
+#[tokio::test]
+async fn concurrent_best_available_fails_only_when_no_block_is_left() {
+    let db = TestDb::new().await;
+    // Exactly five pairs, each between aisles: five of eight requests for 2 can be served, whatever the order.
+    let (_, verdicts) = best_available_race(&db, "last", 8, &["ss.ss.ss.ss.ss"]).await;
     let mut held = BTreeSet::new();
     let mut refused = 0;
-    for t in tasks {
-        match t.await.expect("task") {
+    for v in verdicts {
+        match v {
             Verdict::Held(seats) => {
                 assert_eq!(seats.len(), 2);
                 for s in seats {
@@ -762,16 +742,12 @@ async fn racing_holds_never_together_isolate_a_seat() {
             .await
             .expect("screening")
             .get(0);
-        let seats: Vec<i64> = admin
-            .query(
-                "SELECT s.id FROM seats AS s WHERE s.hall_id = $1 AND s.row_label = 'A' ORDER BY s.x",
-                &[&hall],
-            )
-            .await
-            .expect("seats")
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let seats: Vec<i64> = column(
+            &admin,
+            "SELECT s.id FROM seats AS s WHERE s.hall_id = $1 AND s.row_label = 'A' ORDER BY s.x",
+            &[&hall],
+        )
+        .await;
         let (left, right) = (vec![seats[0], seats[1]], vec![seats[3], seats[4]]);
         let hold = "SELECT 1 FROM api.hold_seats($1, $2, $3)";
         let p1: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&u[0], &scr, &left];
@@ -800,89 +776,129 @@ async fn racing_holds_never_together_isolate_a_seat() {
 // Over WebSockets, two replicas
 // ---------------------------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
-    let app = TestApp::spawn().await;
-    let other = app.replica().await;
-    let dba = app.db.psql().await;
-    dba.batch_execute("SELECT admin.set_orphan_rule(true)")
-        .await
-        .expect("rule on");
-    let (hall, film) = layout_hall(&dba, &["wc.ssss.cw", "ssssssssss", "vvvv..vvvv"]).await;
-    let scr: i64 = dba
-        .query_one(
-            "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1150, 'EUR')",
-            &[&hall, &film],
-        )
-        .await
-        .expect("screening")
-        .get(0);
-    dba.batch_execute(&format!("SELECT admin.set_price({scr}, 'vip', 1550)"))
-        .await
-        .expect("vip price");
-    let seat = |label: &'static str| {
-        let dba = &dba;
-        async move {
-            dba.query_one(
+/// Two replicas on one screening of a box-office hall (companion seats in
+/// row A, vip in row C at 15.50, the rest at 11.50, the orphan rule on),
+/// alice logged in on the second replica, `dba` connected to the database.
+struct BoxOffice {
+    app: TestApp,
+    other: marquee::app::Server,
+    dba: PgClient,
+    hall: i64,
+    s: String,
+    alice: Client,
+}
+
+impl BoxOffice {
+    async fn new() -> BoxOffice {
+        let app = TestApp::spawn().await;
+        let other = app.replica().await;
+        let dba = app.db.psql().await;
+        dba.batch_execute("SELECT admin.set_orphan_rule(true)")
+            .await
+            .expect("rule on");
+        let (hall, film) = layout_hall(&dba, &["wc.ssss.cw", "ssssssssss", "vvvv..vvvv"]).await;
+        let scr: i64 = dba
+            .query_one(
+                "SELECT admin.create_screening($1, $2, now() + interval '1 day', 1150, 'EUR')",
+                &[&hall, &film],
+            )
+            .await
+            .expect("screening")
+            .get(0);
+        dba.batch_execute(&format!("SELECT admin.set_price({scr}, 'vip', 1550)"))
+            .await
+            .expect("vip price");
+        let (alice, _, _) = logged_in(&other, "alice").await;
+        BoxOffice {
+            app,
+            other,
+            dba,
+            hall,
+            s: scr.to_string(),
+            alice,
+        }
+    }
+
+    /// A seat's id by its label (`B2`).
+    async fn seat(&self, label: &str) -> String {
+        self.dba
+            .query_one(
                 "SELECT s.id::text FROM seats AS s WHERE s.hall_id = $1 AND s.row_label || s.number = $2",
-                &[&hall, &label],
+                &[&self.hall, &label],
             )
             .await
             .expect("seat")
-            .get::<_, String>(0)
-        }
-    };
-    let s = scr.to_string();
+            .get(0)
+    }
 
-    let (mut alice, _, _) = logged_in(&other, "alice").await;
-    assert_eq!(alice.session["data"]["features"], json!(["box_office"]));
+    /// A DBA switches the no-orphan rule.
+    async fn orphan_rule(&self, on: bool) {
+        self.dba
+            .execute("SELECT admin.set_orphan_rule($1)", &[&on])
+            .await
+            .expect("orphan rule");
+    }
 
+    /// With the orphan rule off, alice holds B2 and the best two vip seats
+    /// (the latter watched from the first replica); returns the answer of
+    /// the best-available hold and the watcher's push.
+    async fn hold_b2_and_best_vip_pair(&mut self) -> (Value, Value) {
+        self.orphan_rule(false).await;
+        let b2 = self.seat("B2").await;
+        self.alice.hold(&self.s, &[&b2]).await.data();
+        let mut watcher = self.app.client().await;
+        let snap = watcher.subscribe(&self.s).await.data();
+        assert_eq!(
+            snap["prices"],
+            json!({"standard": 1150, "vip": 1550, "wheelchair": 1150, "companion": 1150})
+        );
+        let held = self
+            .alice
+            .ok(
+                "hold_best_available",
+                json!({"screening_id": self.s, "count": 2, "kinds": ["vip"]}),
+            )
+            .await;
+        let push = watcher.push("hall_update").await;
+        (held, push)
+    }
+}
+
+#[tokio::test]
+async fn the_orphan_rule_is_answered_on_the_other_replica_and_a_dba_switch_reaches_it() {
+    let mut b = BoxOffice::new().await;
+    assert_eq!(b.alice.session["data"]["features"], json!(["box_office"]));
     // The orphan rule, answered on replica B.
-    let (b1, b2) = (seat("B1").await, seat("B2").await);
-    let r = alice
-        .request("hold_seats", json!({"screening_id": s, "seat_ids": [b2]}))
-        .await;
+    let (b1, b2) = (b.seat("B1").await, b.seat("B2").await);
+    let r = b.alice.hold(&b.s, &[&b2]).await.0;
     assert_eq!(r["error"], "SEAT_RULE", "{r}");
     assert_eq!(r["data"]["rule"], "orphan");
     assert_eq!(r["data"]["seat_ids"], json!([b1]));
     assert!(r["data"]["message"].as_str().is_some_and(|m| !m.is_empty()));
-
     // A DBA switches it off through replica A's database; the next request on B obeys.
-    dba.batch_execute("SELECT admin.set_orphan_rule(false)")
-        .await
-        .expect("rule off");
-    alice
-        .ok("hold_seats", json!({"screening_id": s, "seat_ids": [b2]}))
-        .await;
+    b.orphan_rule(false).await;
+    b.alice.hold(&b.s, &[&b2]).await.data();
+}
 
-    // Companion seats over the wire.
-    let a2 = seat("A2").await;
-    let r = alice
-        .request("hold_seats", json!({"screening_id": s, "seat_ids": [a2]}))
-        .await;
+#[tokio::test]
+async fn a_companion_seat_alone_is_a_seat_rule_over_the_wire() {
+    let mut b = BoxOffice::new().await;
+    b.orphan_rule(false).await;
+    let a2 = b.seat("A2").await;
+    let r = b.alice.hold(&b.s, &[&a2]).await.0;
     assert_eq!(r["error"], "SEAT_RULE", "{r}");
     assert_eq!(r["data"]["rule"], "companion");
     assert_eq!(r["data"]["seat_ids"], json!([a2]));
+}
 
+#[tokio::test]
+async fn best_available_on_one_replica_is_pushed_to_a_subscriber_on_the_other() {
+    let mut b = BoxOffice::new().await;
     // Best available on B is pushed to a subscriber on A like any hold.
-    let mut watcher = app.client().await;
-    let snap = watcher
-        .ok("subscribe_hall", json!({"screening_id": s}))
-        .await;
-    assert_eq!(
-        snap["prices"],
-        json!({"standard": 1150, "vip": 1550, "wheelchair": 1150, "companion": 1150})
-    );
-    let held = alice
-        .ok(
-            "hold_best_available",
-            json!({"screening_id": s, "count": 2, "kinds": ["vip"]}),
-        )
-        .await;
+    let (held, push) = b.hold_b2_and_best_vip_pair().await;
     let seats = held["seat_ids"].as_array().expect("seat_ids").clone();
     assert_eq!(seats.len(), 2, "{held}");
     assert!(held["expires_at"].is_string() && held["version"].is_i64());
-    let push = watcher.push("hall_update").await;
     assert_eq!(push["data"]["version"], held["version"], "{push}");
     let pushed: Vec<Value> = push["data"]["seats"]
         .as_array()
@@ -896,33 +912,54 @@ async fn a_dba_switch_and_best_available_pushes_reach_the_other_replica() {
         .expect("seats")
         .iter()
         .all(|x| x["status"] == "held"));
+}
 
-    // Booking prices each seat by its kind: two vip and the standard B2.
-    let mut all = seats.clone();
-    all.push(json!(b2));
-    let booking = alice
-        .ok("book_seats", json!({"screening_id": s, "seat_ids": all}))
-        .await;
+/// Alice books B2 and the best vip pair; returns the booking answer.
+async fn book_b2_and_best_vip_pair(b: &mut BoxOffice) -> Value {
+    let (held, _) = b.hold_b2_and_best_vip_pair().await;
+    let mut all = held["seat_ids"].as_array().expect("seat_ids").clone();
+    all.push(json!(b.seat("B2").await));
+    b.alice
+        .ok("book_seats", json!({"screening_id": b.s, "seat_ids": all}))
+        .await
+}
+
+#[tokio::test]
+async fn a_booking_prices_each_seat_by_its_kind() {
+    let mut b = BoxOffice::new().await;
+    // Two vip and the standard B2.
+    let booking = book_b2_and_best_vip_pair(&mut b).await;
     assert_eq!(booking["booking"]["total"], 1550 * 2 + 1150, "{booking}");
+}
 
-    // The cancellation cut-off, set by a DBA, holds on replica B at once.
+#[tokio::test]
+async fn the_cancel_cutoff_set_by_a_dba_holds_on_the_other_replica_at_once() {
+    let mut b = BoxOffice::new().await;
+    let booking = book_b2_and_best_vip_pair(&mut b).await;
     let cancel = json!({"booking_id": booking["booking"]["id"]});
-    dba.batch_execute("SELECT admin.set_cancel_cutoff(1500)")
+    b.dba
+        .batch_execute("SELECT admin.set_cancel_cutoff(1500)")
         .await
         .expect("cut-off 25 hours");
     assert_eq!(
-        alice.err("cancel_booking", cancel.clone()).await,
+        b.alice.err("cancel_booking", cancel.clone()).await,
         "SCREENING_CLOSED",
         "a screening a day ahead is inside a 25-hour cut-off"
     );
-    dba.batch_execute("SELECT admin.set_cancel_cutoff(0)")
+    b.dba
+        .batch_execute("SELECT admin.set_cancel_cutoff(0)")
         .await
         .expect("no cut-off");
-    let cancelled = alice.ok("cancel_booking", cancel).await;
+    let cancelled = b.alice.ok("cancel_booking", cancel).await;
     assert_eq!(cancelled["booking"]["status"], "cancelled");
+}
 
+#[tokio::test]
+async fn hold_best_available_bad_parameters_are_bad_request_before_anything_else() {
+    let b = BoxOffice::new().await;
+    let (s, mut alice) = (b.s.clone(), b.alice);
     // Bad parameters are BAD_REQUEST before anything else, anonymous or not.
-    let mut anon = Client::connect(&other).await;
+    let mut anon = Client::connect(&b.other).await;
     for data in [
         json!({"screening_id": s, "count": 0}),
         json!({"screening_id": s, "count": 2.5}),

@@ -18,11 +18,9 @@
 //! reading it, the test makes it happen as another logged-in user holding
 //! the seats the line shows.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Map, Value};
 
 const ANY: &str = "\u{0}ANY";

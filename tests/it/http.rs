@@ -2,9 +2,7 @@
 //! `/metrics`, `/config.json`, the demo web client with ETags, and 404 for
 //! everything else. The auth cookie endpoints are tested in their own file.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

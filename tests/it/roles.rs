@@ -4,13 +4,11 @@
 //! a plain `UPDATE` or `admin.block_seats` and both notify; test servers and
 //! the embedded mode really connect as `marquee_app`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use futures_util::future::poll_fn;
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
@@ -513,7 +511,7 @@ fn the_embedded_mode_serves_as_marquee_app() {
             .port()
     };
     let (http, ws) = (port(), port());
-    common::prereq::postgres_server();
+    crate::harness::prereq::postgres_server();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marquee"));
     cmd.arg("serve")
         .current_dir(&dir)

@@ -6,14 +6,12 @@
 //! secrets at rest, and the SQL rules called directly.
 //!
 //! The cookie endpoints (`POST /auth/session`, `POST /auth/logout`) are in
-//! `tests/auth_http.rs`.
-
-mod common;
+//! `tests/it/auth_http.rs`.
 
 use std::time::{Duration, Instant};
 
+use crate::harness::*;
 use base64::Engine;
-use common::*;
 use marquee::app::Tuning;
 use serde_json::{json, Value};
 
@@ -221,6 +219,17 @@ async fn fails_with(c: &mut Client, kind: &str, data: Value, code: &str) -> Valu
     r
 }
 
+/// An `auth_verify` that must fail with `expected`.
+async fn verify_fails(c: &mut Client, name: &str, code: &str, expected: &str) -> Value {
+    fails_with(
+        c,
+        "auth_verify",
+        json!({"username": name, "code": code}),
+        expected,
+    )
+    .await
+}
+
 async fn verify(c: &mut Client, name: &str, code: &str) -> Value {
     c.request("auth_verify", json!({"username": name, "code": code}))
         .await
@@ -244,10 +253,7 @@ async fn with_token(server: &marquee::app::Server, token: &str, cookie: bool) ->
             ..Default::default()
         }
     } else {
-        Connect {
-            bearer: Some(token.to_owned()),
-            ..Default::default()
-        }
+        Connect::bearer(token)
     };
     Client::connect_with(server, opts)
         .await
@@ -552,21 +558,9 @@ async fn login_of_an_existing_user_and_replay_across_replicas() {
         json!({"status": "user"})
     );
     // The registration code cannot log in again, on either replica.
-    fails_with(
-        &mut a1,
-        "auth_verify",
-        json!({"username": "gina", "code": reg_code}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut a1, "gina", &reg_code, "INVALID_CODE").await;
     let mut b1 = Client::connect(&b).await;
-    fails_with(
-        &mut b1,
-        "auth_verify",
-        json!({"username": "gina", "code": reg_code}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut b1, "gina", &reg_code, "INVALID_CODE").await;
 
     // A fresh code (the next step, inside the skew) logs in on A…
     let fresh = totp_code(&secret, 1);
@@ -577,21 +571,9 @@ async fn login_of_an_existing_user_and_replay_across_replicas() {
     assert_eq!(login["user"]["username"], "gina");
     assert_ne!(login["token"], v["token"], "a new session");
     // …and is refused on B.
-    fails_with(
-        &mut b1,
-        "auth_verify",
-        json!({"username": "gina", "code": fresh}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut b1, "gina", &fresh, "INVALID_CODE").await;
     // A wrong code is refused too.
-    fails_with(
-        &mut b1,
-        "auth_verify",
-        json!({"username": "gina", "code": wrong_code(&secret)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut b1, "gina", &wrong_code(&secret), "INVALID_CODE").await;
     // The login token works on the other replica.
     let c = with_token(&b, login["token"].as_str().unwrap(), false).await;
     assert_eq!(c.session["data"]["user"]["id"], id);
@@ -676,20 +658,8 @@ async fn skew_is_one_step_either_way() {
     let (_, secret) = start_candidate(&mut c, "ivan").await;
     away_from_step_edge(3).await;
     // Two steps ahead is outside the window.
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "ivan", "code": totp_code(&secret, 2)}),
-        "INVALID_CODE",
-    )
-    .await;
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "ivan", "code": totp_code(&secret, -2)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut c, "ivan", &totp_code(&secret, 2), "INVALID_CODE").await;
+    verify_fails(&mut c, "ivan", &totp_code(&secret, -2), "INVALID_CODE").await;
     // One step behind registers (last step = now - 1)…
     let r = verify(&mut c, "ivan", &totp_code(&secret, -1)).await;
     assert!(r.get("error").is_none(), "{r}");
@@ -711,35 +681,17 @@ async fn five_failures_rate_limit_every_replica_until_the_window_passes() {
     let mut a = app.client().await;
     let wrong = wrong_code(&secret);
     for i in 1..=5 {
-        fails_with(
-            &mut a,
-            "auth_verify",
-            json!({"username": "jack", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut a, "jack", &wrong, "INVALID_CODE").await;
         assert_eq!(failures(&app.db, "jack").await, i);
     }
     // The 6th, even with the right code, is rate limited.
-    let r = fails_with(
-        &mut a,
-        "auth_verify",
-        json!({"username": "jack", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    let r = verify_fails(&mut a, "jack", &totp_code(&secret, 1), "RATE_LIMITED").await;
     let retry = r["data"]["retry_after_s"].as_u64().expect("an integer");
     assert!((880..=900).contains(&retry), "{r}");
     assert!(r["data"]["message"].is_string());
     // Counted in SQL: the other replica agrees.
     let mut cb = Client::connect(&b).await;
-    let r = fails_with(
-        &mut cb,
-        "auth_verify",
-        json!({"username": "JACK", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    let r = verify_fails(&mut cb, "JACK", &totp_code(&secret, 1), "RATE_LIMITED").await;
     assert!(r["data"]["retry_after_s"].as_u64().unwrap() > 0);
     // Rate-limited attempts do not extend the lock-out.
     assert_eq!(failures(&app.db, "jack").await, 5);
@@ -766,13 +718,7 @@ async fn fourteen_minutes_is_not_enough() {
     let (_, secret) = register_full(&mut reg, "kate").await;
     let mut c = app.client().await;
     for _ in 0..5 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "kate", "code": wrong_code(&secret)}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "kate", &wrong_code(&secret), "INVALID_CODE").await;
     }
     app.db
         .psql()
@@ -783,13 +729,7 @@ async fn fourteen_minutes_is_not_enough() {
         )
         .await
         .expect("age");
-    let r = fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "kate", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    let r = verify_fails(&mut c, "kate", &totp_code(&secret, 1), "RATE_LIMITED").await;
     let retry = r["data"]["retry_after_s"].as_u64().unwrap();
     assert!((40..=60).contains(&retry), "about a minute left: {r}");
 }
@@ -802,26 +742,14 @@ async fn a_success_clears_the_failure_count() {
     let mut c = app.client().await;
     let wrong = wrong_code(&secret);
     for _ in 0..4 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "liam", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "liam", &wrong, "INVALID_CODE").await;
     }
     let ok = verify(&mut c, "liam", &totp_code(&secret, 1)).await;
     assert!(ok.get("error").is_none(), "{ok}");
     assert_eq!(failures(&app.db, "liam").await, 0);
     // Had the 4 stayed, the 2nd of these would be the 6th attempt.
     for _ in 0..2 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "liam", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "liam", &wrong, "INVALID_CODE").await;
     }
 }
 
@@ -832,13 +760,7 @@ async fn a_name_without_user_or_candidate_here_is_an_invalid_code_that_counts() 
     // A candidate on another connection does not count for this one.
     let (_, secret) = start_candidate(&mut owner, "mona").await;
     let mut c = app.client().await;
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "mona", "code": totp_code(&secret, 0)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut c, "mona", &totp_code(&secret, 0), "INVALID_CODE").await;
     assert_eq!(failures(&app.db, "mona").await, 1);
     assert_eq!(
         app.db.scalar("SELECT count(*) FROM users").await.as_deref(),
@@ -846,22 +768,10 @@ async fn a_name_without_user_or_candidate_here_is_an_invalid_code_that_counts() 
     );
     // Unknown names: 5 failures, then rate limited.
     for i in 1..=5 {
-        fails_with(
-            &mut c,
-            "auth_verify",
-            json!({"username": "nobody", "code": "123456"}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut c, "nobody", "123456", "INVALID_CODE").await;
         assert_eq!(failures(&app.db, "nobody").await, i);
     }
-    fails_with(
-        &mut c,
-        "auth_verify",
-        json!({"username": "nobody", "code": "123456"}),
-        "RATE_LIMITED",
-    )
-    .await;
+    verify_fails(&mut c, "nobody", "123456", "RATE_LIMITED").await;
     // The candidate's own connection still registers.
     let r = verify(&mut owner, "mona", &totp_code(&secret, 0)).await;
     assert!(r.get("error").is_none(), "{r}");
@@ -887,13 +797,7 @@ async fn two_candidates_for_one_name_the_first_to_verify_wins() {
         )
         .await;
     assert_eq!(won["user"]["username"], "nina");
-    fails_with(
-        &mut c1,
-        "auth_verify",
-        json!({"username": "nina", "code": totp_code(&s1, 0)}),
-        "USERNAME_TAKEN",
-    )
-    .await;
+    verify_fails(&mut c1, "nina", &totp_code(&s1, 0), "USERNAME_TAKEN").await;
     assert_eq!(
         failures(&app.db, "nina").await,
         0,
@@ -904,13 +808,7 @@ async fn two_candidates_for_one_name_the_first_to_verify_wins() {
         json!({"status": "user"})
     );
     // The winner's secret is the user's: the loser's codes do not log in.
-    fails_with(
-        &mut c1,
-        "auth_verify",
-        json!({"username": "nina", "code": totp_code(&s1, 1)}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut c1, "nina", &totp_code(&s1, 1), "INVALID_CODE").await;
     let r = verify(&mut c1, "nina", &totp_code(&s2, 1)).await;
     assert_eq!(r["data"]["user"]["id"], won["user"]["id"], "{r}");
 }
@@ -919,16 +817,22 @@ async fn two_candidates_for_one_name_the_first_to_verify_wins() {
 // Tokens at connect, logout, revocation, expiry
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn bad_expired_and_revoked_tokens_connect_anonymously() {
+/// A server and olga's real token, which connects as olga (so each
+/// variant of it in the tests below differs in one thing); (app, an
+/// anonymous client, the token).
+async fn olga_token() -> (TestApp, Client, String) {
     let app = TestApp::spawn().await;
     let mut anon = app.client().await;
     let (v, _) = register_full(&mut anon, "olga").await;
     let token = v["token"].as_str().unwrap().to_owned();
-    let claims = jwt_part(&token, 1);
-    // The real token first, so each variant below differs in one thing.
     assert!(!anonymous(&with_token(&app.server, &token, true).await));
+    (app, anon, token)
+}
 
+#[tokio::test]
+async fn bad_and_expired_tokens_connect_anonymously() {
+    let (app, _, token) = olga_token().await;
+    let claims = jwt_part(&token, 1);
     let now = unix_now();
     let mut expired = claims.clone();
     expired["iat"] = json!(now - 120);
@@ -964,7 +868,11 @@ async fn bad_expired_and_revoked_tokens_connect_anonymously() {
             assert!(anonymous(&c), "{what} (cookie {cookie}): {}", c.session);
         }
     }
+}
 
+#[tokio::test]
+async fn a_revoked_token_connects_anonymously() {
+    let (app, mut anon, token) = olga_token().await;
     // Revoked: logout, then the token is refused at connect.
     let mut c = with_token(&app.server, &token, false).await;
     assert_eq!(c.ok("logout", json!({})).await, json!({}));
@@ -1010,15 +918,9 @@ async fn logout_revokes_the_token_on_every_connection_and_replica() {
     let (mut other, _, _) = logged_in(&b, "quinn").await;
     assert_eq!(c3.session["data"]["user"]["id"], id.as_str());
 
-    c2.ok(
-        "hold_seats",
-        json!({"screening_id": screening, "seat_ids": [seats[0]]}),
-    )
-    .await;
+    c2.hold(&screening, &[&seats[0]]).await.data();
     for c in [&mut c2, &mut c3] {
-        let snap = c
-            .ok("subscribe_hall", json!({ "screening_id": screening }))
-            .await;
+        let snap = c.subscribe(&screening).await.data();
         assert_eq!(mine_count(&snap), 1, "{snap}");
     }
 
@@ -1079,14 +981,8 @@ async fn a_token_expiring_on_an_open_socket_ends_its_session() {
     );
     let mut c = with_token(&server, &token, false).await;
     assert_eq!(c.session["data"]["user"]["username"], "rita");
-    c.ok(
-        "hold_seats",
-        json!({"screening_id": screening, "seat_ids": [seats[0]]}),
-    )
-    .await;
-    let snap = c
-        .ok("subscribe_hall", json!({ "screening_id": screening }))
-        .await;
+    c.hold(&screening, &[&seats[0]]).await.data();
+    let snap = c.subscribe(&screening).await.data();
     assert_eq!(mine_count(&snap), 1);
     let frames = session_then_snapshot(&mut c).await;
     assert_eq!(frames[0]["type"], "session");
@@ -1186,13 +1082,19 @@ async fn sql_register(
     (r.get(0), r.get(1), r.get(2))
 }
 
-#[tokio::test]
-async fn sql_replay_steps_and_taken_names() {
+/// A database with `sqlbob` registered at step 1000 through the SQL API;
+/// (database, connection, user id).
+async fn sqlbob() -> (TestDb, tokio_postgres::Client, i64) {
     let db = TestDb::new().await;
     let pg = db.psql().await;
     let (o, _, uid) = sql_register(&pg, "sqlbob", Some(b"\x01\x02"), Some(1000)).await;
     assert_eq!(o, "ok");
-    let uid = uid.expect("a user id");
+    (db, pg, uid.expect("a user id"))
+}
+
+#[tokio::test]
+async fn sql_login_refuses_replayed_steps_and_counts_them() {
+    let (db, pg, uid) = sqlbob().await;
     // The registration step is the last accepted one.
     let last: i64 = pg
         .query_one("SELECT last_step FROM users WHERE id = $1", &[&uid])
@@ -1217,7 +1119,11 @@ async fn sql_replay_steps_and_taken_names() {
     assert_eq!(failures(&db, "sqlbob").await, 0);
     assert_eq!(sql_login(&pg, "sqlbob", Some(1001)).await.0, "invalid");
     assert_eq!(sql_login(&pg, "sqlbob", Some(1002)).await.0, "ok");
+}
 
+#[tokio::test]
+async fn sql_register_of_a_taken_name_is_taken_and_not_counted() {
+    let (db, pg, _) = sqlbob().await;
     // A second candidate for a registered name: taken, not a failure.
     let before = failures(&db, "sqlbob").await;
     assert_eq!(
@@ -1227,6 +1133,12 @@ async fn sql_replay_steps_and_taken_names() {
         "taken"
     );
     assert_eq!(failures(&db, "sqlbob").await, before);
+}
+
+#[tokio::test]
+async fn sql_registration_without_candidate_or_step_and_unknown_users_are_counted() {
+    let db = TestDb::new().await;
+    let pg = db.psql().await;
     // No candidate (null secret) or no matching step: invalid, counted.
     assert_eq!(
         sql_register(&pg, "sqlcat", None, Some(1)).await.0,
@@ -1240,6 +1152,12 @@ async fn sql_replay_steps_and_taken_names() {
     // Unknown users: invalid, counted.
     assert_eq!(sql_login(&pg, "sqlnone", Some(1)).await.0, "invalid");
     assert_eq!(failures(&db, "sqlnone").await, 1);
+}
+
+#[tokio::test]
+async fn sql_bad_names_are_bad_request_before_anything_is_recorded() {
+    let db = TestDb::new().await;
+    let pg = db.psql().await;
     // Bad names are BAD_REQUEST (MQ400) before anything is recorded.
     for bad in ["ab", "al ice", "ålice"] {
         let e = pg
@@ -1249,6 +1167,17 @@ async fn sql_replay_steps_and_taken_names() {
         assert_eq!(e.code().map(|c| c.code()), Some("MQ400"), "{bad}: {e}");
     }
 
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM auth_failures")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+}
+
+#[tokio::test]
+async fn sql_sessions_revoke_live_check_and_dead_list() {
+    let (_db, pg, _) = sqlbob().await;
     // Sessions: revoke, live check, dead list.
     let s: uuid::Uuid = pg
         .query_one(
@@ -1426,7 +1355,7 @@ async fn registrations_are_limited_per_client_address() {
     start_candidate(&mut b, "reg_three").await;
 
     // A server that trusts no proxy counts the TCP peer, whatever the header says.
-    let direct = start(&db, common::config(&db), Tuning::default()).await;
+    let direct = start(&db, crate::harness::config(&db), Tuning::default()).await;
     admin(&db, "SELECT admin.set_registration_limit(3)").await;
     let mut d = Client::connect_with(
         &direct,
@@ -1475,18 +1404,12 @@ async fn a_stranger_cannot_lock_the_owner_out_from_another_address() {
     let wrong = wrong_code(&secret);
     let mut stranger = from(&server, "203.0.113.66").await;
     for _ in 0..5 {
-        fails_with(
-            &mut stranger,
-            "auth_verify",
-            json!({"username": "olga", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut stranger, "olga", &wrong, "INVALID_CODE").await;
     }
-    let r = fails_with(
+    let r = verify_fails(
         &mut stranger,
-        "auth_verify",
-        json!({"username": "olga", "code": totp_code(&secret, 1)}),
+        "olga",
+        &totp_code(&secret, 1),
         "RATE_LIMITED",
     )
     .await;
@@ -1500,21 +1423,9 @@ async fn a_stranger_cannot_lock_the_owner_out_from_another_address() {
     admin(&db, "SELECT admin.set_login_limits(5, 8, 50)").await;
     let mut third = from(&server, "203.0.113.67").await;
     for _ in 0..3 {
-        fails_with(
-            &mut third,
-            "auth_verify",
-            json!({"username": "olga", "code": wrong}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut third, "olga", &wrong, "INVALID_CODE").await;
     }
-    fails_with(
-        &mut owner,
-        "auth_verify",
-        json!({"username": "olga", "code": totp_code(&secret, 1)}),
-        "RATE_LIMITED",
-    )
-    .await;
+    verify_fails(&mut owner, "olga", &totp_code(&secret, 1), "RATE_LIMITED").await;
 }
 
 #[tokio::test]
@@ -1523,30 +1434,12 @@ async fn an_address_guessing_many_names_is_locked_for_all_of_them() {
     admin(&db, "SELECT admin.set_login_limits(5, 20, 4)").await;
     let mut guesser = from(&server, "192.0.2.7").await;
     for i in 0..4 {
-        fails_with(
-            &mut guesser,
-            "auth_verify",
-            json!({"username": format!("guess{i}"), "code": "123456"}),
-            "INVALID_CODE",
-        )
-        .await;
+        verify_fails(&mut guesser, &format!("guess{i}"), "123456", "INVALID_CODE").await;
     }
-    fails_with(
-        &mut guesser,
-        "auth_verify",
-        json!({"username": "guess_new", "code": "123456"}),
-        "RATE_LIMITED",
-    )
-    .await;
+    verify_fails(&mut guesser, "guess_new", "123456", "RATE_LIMITED").await;
     // Another address guessing the same names is not affected.
     let mut other = from(&server, "192.0.2.8").await;
-    fails_with(
-        &mut other,
-        "auth_verify",
-        json!({"username": "guess0", "code": "123456"}),
-        "INVALID_CODE",
-    )
-    .await;
+    verify_fails(&mut other, "guess0", "123456", "INVALID_CODE").await;
 }
 
 #[tokio::test]
@@ -1561,13 +1454,7 @@ async fn strangers_cannot_lock_a_name_before_it_is_registered() {
     ] {
         let mut s = from(&server, addr).await;
         for _ in 0..5 {
-            fails_with(
-                &mut s,
-                "auth_verify",
-                json!({"username": "pia", "code": "123456"}),
-                "INVALID_CODE",
-            )
-            .await;
+            verify_fails(&mut s, "pia", "123456", "INVALID_CODE").await;
         }
     }
     // 25 failures for "pia" from elsewhere: more than per_name (20), yet

@@ -4,16 +4,22 @@
 //! cancellations, the booking list, hold expiry, and the `version` of every
 //! change answer matching the `hall_update` that carries the change.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::harness::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use marquee::app::Tuning;
 use serde_json::{json, Value};
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// A server without the expiry sweep: the tests run it by hand.
+fn no_sweep() -> Tuning {
+    Tuning {
+        sweep_every: None,
+        ..Default::default()
+    }
+}
 
 /// The keys of a JSON object, sorted.
 fn keys(v: &Value) -> Vec<String> {
@@ -66,7 +72,7 @@ fn seat(hall: &Value, id: &str) -> (String, bool) {
 }
 
 async fn status(c: &mut Client, screening: &str, id: &str) -> String {
-    let hall = c.ok("get_hall", json!({"screening_id": screening})).await;
+    let hall = c.get_hall(screening).await.data();
     seat(&hall, id).0
 }
 
@@ -90,9 +96,7 @@ async fn db_seat(db: &TestDb, screening: &str, seat: &str) -> (String, Option<St
 /// An anonymous client subscribed to a screening; returns the snapshot.
 async fn watcher(app: &TestApp, screening: &str) -> (Client, Value) {
     let mut w = app.client().await;
-    let snap = w
-        .ok("subscribe_hall", json!({"screening_id": screening}))
-        .await;
+    let snap = w.subscribe(screening).await.data();
     (w, snap)
 }
 
@@ -120,10 +124,6 @@ fn changes(u: &Value) -> Vec<(String, String)> {
     v
 }
 
-fn hold(screening: &str, seats: &[&String]) -> Value {
-    json!({"screening_id": screening, "seat_ids": seats})
-}
-
 #[tokio::test]
 async fn hold_answers_its_shape_and_is_all_or_nothing() {
     let app = TestApp::spawn().await;
@@ -134,9 +134,7 @@ async fn hold_answers_its_shape_and_is_all_or_nothing() {
     let v0 = snap["version"].as_i64().unwrap();
 
     let before = Utc::now();
-    let h = alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await;
+    let h = alice.hold(&s, &[&seats[0], &seats[1]]).await.data();
     assert_eq!(
         keys(&h),
         ["expires_at", "screening_id", "seat_ids", "version"]
@@ -161,9 +159,7 @@ async fn hold_answers_its_shape_and_is_all_or_nothing() {
     );
 
     // One unavailable seat fails the whole request and names only that seat.
-    let r = bob
-        .request("hold_seats", hold(&s, &[&seats[2], &seats[1], &seats[3]]))
-        .await;
+    let r = bob.hold(&s, &[&seats[2], &seats[1], &seats[3]]).await.0;
     assert_eq!(r["error"], "SEAT_UNAVAILABLE", "{r}");
     assert_eq!(strs(&r["data"]["seat_ids"]), vec![seats[1].clone()]);
     assert!(r["data"]["message"].is_string());
@@ -176,23 +172,12 @@ async fn hold_answers_its_shape_and_is_all_or_nothing() {
     );
 
     // Booked and blocked seats are unavailable too, and listed together.
-    alice
-        .ok("book_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await;
-    sql(
-        &app.db,
-        &format!(
-            "SELECT admin.block_seats({s}, ARRAY[{}]::bigint[])",
-            seats[4]
-        ),
-    )
-    .await;
+    alice.book(&s, &[&seats[0], &seats[1]]).await.data();
+    app.db.block_seats(&s, &seats[4..5]).await;
     let r = bob
-        .request(
-            "hold_seats",
-            hold(&s, &[&seats[5], &seats[0], &seats[4], &seats[1]]),
-        )
-        .await;
+        .hold(&s, &[&seats[5], &seats[0], &seats[4], &seats[1]])
+        .await
+        .0;
     assert_eq!(r["error"], "SEAT_UNAVAILABLE", "{r}");
     assert_eq!(
         strs(&r["data"]["seat_ids"]),
@@ -201,15 +186,13 @@ async fn hold_answers_its_shape_and_is_all_or_nothing() {
     assert_eq!(db_seat(&app.db, &s, &seats[5]).await, ("free".into(), None));
 
     // Bob's successful hold is his; the DB agrees with the wire.
-    bob.ok("hold_seats", hold(&s, &[&seats[5]])).await;
+    bob.hold(&s, &[&seats[5]]).await.data();
     assert_eq!(
         db_seat(&app.db, &s, &seats[5]).await,
         ("held".into(), Some(bob_id))
     );
     // Duplicated ids count once.
-    let h = bob
-        .ok("hold_seats", hold(&s, &[&seats[6], &seats[6]]))
-        .await;
+    let h = bob.hold(&s, &[&seats[6], &seats[6]]).await.data();
     assert_eq!(strs(&h["seat_ids"]), vec![seats[6].clone()]);
 }
 
@@ -220,12 +203,12 @@ async fn renewing_ones_own_hold_moves_the_expiry_and_pushes_nothing() {
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
     let (mut w, _) = watcher(&app, &s).await;
 
-    let first = alice.ok("hold_seats", hold(&s, &[&seats[0]])).await;
+    let first = alice.hold(&s, &[&seats[0]]).await.data();
     update(&mut w, &first["version"]).await;
 
     // The TTL is read on every request: a longer one shows in the renewal.
     sql(&app.db, "SELECT admin.set_hold_ttl(1200)").await;
-    let renewed = alice.ok("hold_seats", hold(&s, &[&seats[0]])).await;
+    let renewed = alice.hold(&s, &[&seats[0]]).await.data();
     let moved = time(&renewed["expires_at"]) - time(&first["expires_at"]);
     assert!(
         (590..=610).contains(&moved.num_seconds()),
@@ -236,83 +219,72 @@ async fn renewing_ones_own_hold_moves_the_expiry_and_pushes_nothing() {
     w.no_push("hall_update", Duration::from_millis(400)).await;
 
     // Renewing one seat and taking another pushes only the new one.
-    let both = alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await;
+    let both = alice.hold(&s, &[&seats[0], &seats[1]]).await.data();
     assert_eq!(both["version"], first["version"].as_i64().unwrap() + 1);
     let u = update(&mut w, &both["version"]).await;
     assert_eq!(changes(&u), vec![(seats[1].clone(), "held".into())]);
 }
 
-#[tokio::test]
-async fn the_seat_limit_counts_held_and_booked_seats_and_is_a_setting() {
+/// A 3×10 hall with alice and bob logged in; (app, screening, seats,
+/// alice, bob).
+async fn alice_and_bob_in_a_30_seat_hall() -> (TestApp, String, Vec<String>, Client, Client) {
     let app = TestApp::spawn().await;
     let (s, seats) = screening(&app.db, 3, 10, HOUR).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let (mut bob, _, _) = logged_in(&app.server, "bob").await;
+    let (alice, _, _) = logged_in(&app.server, "alice").await;
+    let (bob, _, _) = logged_in(&app.server, "bob").await;
+    (app, s, seats, alice, bob)
+}
+
+#[tokio::test]
+async fn the_seat_limit_counts_held_and_booked_seats_per_user() {
+    let (app, s, seats, mut alice, mut bob) = alice_and_bob_in_a_30_seat_hall().await;
     let all: Vec<&String> = seats.iter().collect();
 
     // More than 10 at once: refused, nothing held.
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[..11])).await,
-        "HOLD_LIMIT"
-    );
+    assert_eq!(alice.hold(&s, &all[..11]).await.error(), "HOLD_LIMIT");
     assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "free");
 
     // Exactly 10 is allowed; the 11th is not, alone or with renewals.
-    alice.ok("hold_seats", hold(&s, &all[..8])).await;
-    alice.ok("book_seats", hold(&s, &all[..2])).await;
-    alice.ok("hold_seats", hold(&s, &all[8..10])).await;
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[10..11])).await,
-        "HOLD_LIMIT"
-    );
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[5..11])).await,
-        "HOLD_LIMIT"
-    );
+    alice.hold(&s, &all[..8]).await.data();
+    alice.book(&s, &all[..2]).await.data();
+    alice.hold(&s, &all[8..10]).await.data();
+    assert_eq!(alice.hold(&s, &all[10..11]).await.error(), "HOLD_LIMIT");
+    assert_eq!(alice.hold(&s, &all[5..11]).await.error(), "HOLD_LIMIT");
     // Renewing the ten is fine: still ten.
-    alice.ok("hold_seats", hold(&s, &all[2..10])).await;
+    alice.hold(&s, &all[2..10]).await.data();
     // The limit is per user: bob is not affected.
-    bob.ok("hold_seats", hold(&s, &all[10..20])).await;
+    bob.hold(&s, &all[10..20]).await.data();
     // HOLD_LIMIT ranks before SEAT_UNAVAILABLE.
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[10..11])).await,
-        "HOLD_LIMIT"
-    );
+    assert_eq!(alice.hold(&s, &all[10..11]).await.error(), "HOLD_LIMIT");
 
     // A released seat no longer counts.
-    alice.ok("release_seats", hold(&s, &all[9..10])).await;
-    alice.ok("hold_seats", hold(&s, &all[20..21])).await;
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[21..22])).await,
-        "HOLD_LIMIT"
-    );
+    alice.release(&s, &all[9..10]).await.data();
+    alice.hold(&s, &all[20..21]).await.data();
+    assert_eq!(alice.hold(&s, &all[21..22]).await.error(), "HOLD_LIMIT");
+}
 
-    // The limit is a setting, read by the next request.
+#[tokio::test]
+async fn the_seat_limit_is_a_setting_read_by_the_next_request() {
+    let (app, s, seats, mut alice, mut bob) = alice_and_bob_in_a_30_seat_hall().await;
+    let all: Vec<&String> = seats.iter().collect();
+    // Alice at the default limit of 10 (two of them booked), bob too.
+    alice.hold(&s, &all[2..10]).await.data();
+    alice.hold(&s, &all[..2]).await.data();
+    alice.book(&s, &all[..2]).await.data();
+    bob.hold(&s, &all[10..20]).await.data();
+    assert_eq!(alice.hold(&s, &all[20..21]).await.error(), "HOLD_LIMIT");
+
     sql(&app.db, "SELECT admin.set_seat_limit(12)").await;
-    alice.ok("hold_seats", hold(&s, &all[21..23])).await;
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[23..24])).await,
-        "HOLD_LIMIT"
-    );
+    alice.hold(&s, &all[20..22]).await.data();
+    assert_eq!(alice.hold(&s, &all[23..24]).await.error(), "HOLD_LIMIT");
     sql(&app.db, "SELECT admin.set_seat_limit(3)").await;
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[23..24])).await,
-        "HOLD_LIMIT"
-    );
-    assert_eq!(
-        bob.err("hold_seats", hold(&s, &all[24..25])).await,
-        "HOLD_LIMIT"
-    );
+    assert_eq!(alice.hold(&s, &all[23..24]).await.error(), "HOLD_LIMIT");
+    assert_eq!(bob.hold(&s, &all[24..25]).await.error(), "HOLD_LIMIT");
     // Seats already held are kept and can still be booked.
-    alice.ok("book_seats", hold(&s, &all[2..4])).await;
+    alice.book(&s, &all[2..4]).await.data();
     let (mut carol, _, _) = logged_in(&app.server, "carol").await;
-    carol.ok("hold_seats", hold(&s, &all[24..27])).await;
-    assert_eq!(
-        carol.err("hold_seats", hold(&s, &all[27..28])).await,
-        "HOLD_LIMIT"
-    );
+    carol.hold(&s, &all[24..27]).await.data();
+    assert_eq!(carol.hold(&s, &all[27..28]).await.error(), "HOLD_LIMIT");
 }
 
 #[tokio::test]
@@ -321,9 +293,9 @@ async fn nothing_changes_once_the_screening_started() {
     let (s, seats) = screening(&app.db, 2, 10, HOUR).await;
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
     let all: Vec<&String> = seats.iter().collect();
-    alice.ok("hold_seats", hold(&s, &all[..10])).await;
-    let booking = alice.ok("book_seats", hold(&s, &all[..2])).await["booking"].clone();
-    let cancelled = alice.ok("book_seats", hold(&s, &all[2..3])).await["booking"].clone();
+    alice.hold(&s, &all[..10]).await.data();
+    let booking = alice.book(&s, &all[..2]).await.data()["booking"].clone();
+    let cancelled = alice.book(&s, &all[2..3]).await.data()["booking"].clone();
     let cancelled = alice
         .ok("cancel_booking", json!({"booking_id": cancelled["id"]}))
         .await["booking"]
@@ -336,22 +308,16 @@ async fn nothing_changes_once_the_screening_started() {
     )
     .await;
     assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[15..16])).await,
+        alice.hold(&s, &all[15..16]).await.error(),
         "SCREENING_CLOSED"
     );
     // Renewal is refused too.
+    assert_eq!(alice.hold(&s, &all[5..6]).await.error(), "SCREENING_CLOSED");
     assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[5..6])).await,
+        alice.release(&s, &all[5..6]).await.error(),
         "SCREENING_CLOSED"
     );
-    assert_eq!(
-        alice.err("release_seats", hold(&s, &all[5..6])).await,
-        "SCREENING_CLOSED"
-    );
-    assert_eq!(
-        alice.err("book_seats", hold(&s, &all[5..6])).await,
-        "SCREENING_CLOSED"
-    );
+    assert_eq!(alice.book(&s, &all[5..6]).await.error(), "SCREENING_CLOSED");
     assert_eq!(
         alice
             .err("cancel_booking", json!({"booking_id": booking["id"]}))
@@ -368,14 +334,11 @@ async fn nothing_changes_once_the_screening_started() {
 
     // Order of errors: closed beats the limit (alice already has 10) ...
     assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[10..12])).await,
+        alice.hold(&s, &all[10..12]).await.error(),
         "SCREENING_CLOSED"
     );
     // ... and beats unavailable seats ...
-    assert_eq!(
-        alice.err("hold_seats", hold(&s, &all[..1])).await,
-        "SCREENING_CLOSED"
-    );
+    assert_eq!(alice.hold(&s, &all[..1]).await.error(), "SCREENING_CLOSED");
     // ... but an unknown seat (or a seat of another hall) beats closed.
     assert_eq!(
         alice
@@ -387,26 +350,22 @@ async fn nothing_changes_once_the_screening_started() {
         "NOT_FOUND"
     );
     assert_eq!(
-        alice
-            .err("hold_seats", hold(&s, &[&seats[10], &other_seats[0]]))
-            .await,
+        alice.hold(&s, &[&seats[10], &other_seats[0]]).await.error(),
         "NOT_FOUND"
     );
     assert_eq!(
-        alice.err("book_seats", hold(&s, &[&other_seats[1]])).await,
+        alice.book(&s, &[&other_seats[1]]).await.error(),
         "NOT_FOUND"
     );
 
     // A screening starting right now is closed as well.
     let (now, now_seats) = screening(&app.db, 1, 2, Duration::ZERO).await;
     assert_eq!(
-        alice.err("hold_seats", hold(&now, &[&now_seats[0]])).await,
+        alice.hold(&now, &[&now_seats[0]]).await.error(),
         "SCREENING_CLOSED"
     );
     // Other screenings are unaffected.
-    alice
-        .ok("hold_seats", hold(&other, &[&other_seats[0]]))
-        .await;
+    alice.hold(&other, &[&other_seats[0]]).await.data();
 }
 
 #[tokio::test]
@@ -437,16 +396,11 @@ async fn unknown_ids_answer_not_found() {
         }
     }
     // A mix of a good and an unknown seat holds nothing.
-    let r = alice
-        .request(
-            "hold_seats",
-            json!({"screening_id": s, "seat_ids": [seats[1], other_seats[1]]}),
-        )
-        .await;
+    let r = alice.hold(&s, &[&seats[1], &other_seats[1]]).await.0;
     assert_eq!(r["error"], "NOT_FOUND", "{r}");
     assert_eq!(db_seat(&app.db, &s, &seats[1]).await.0, "free");
     // NOT_FOUND ranks before SEAT_UNAVAILABLE and HOLD_LIMIT.
-    alice.ok("hold_seats", hold(&s, &[&seats[2]])).await;
+    alice.hold(&s, &[&seats[2]]).await.data();
     sql(&app.db, "SELECT admin.set_seat_limit(1)").await;
     let (mut bob, _, _) = logged_in(&app.server, "bob").await;
     let r = bob
@@ -458,10 +412,7 @@ async fn unknown_ids_answer_not_found() {
     assert_eq!(r["error"], "NOT_FOUND", "{r}");
 
     for id in ["999999999", "x", "0"] {
-        assert_eq!(
-            alice.err("cancel_booking", json!({"booking_id": id})).await,
-            "NOT_FOUND"
-        );
+        assert_eq!(alice.cancel(id).await.error(), "NOT_FOUND");
     }
     assert_eq!(
         alice
@@ -471,13 +422,21 @@ async fn unknown_ids_answer_not_found() {
     );
 }
 
-#[tokio::test]
-async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
+/// The setup of the refusal tests: a 1×3 hall, alice logged in, and an
+/// anonymous client.
+async fn alice_and_anon() -> (TestApp, String, Vec<String>, Client, Client) {
     let app = TestApp::spawn().await;
     let (s, seats) = screening(&app.db, 1, 3, HOUR).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let mut anon = app.client().await;
+    let (alice, _, _) = logged_in(&app.server, "alice").await;
+    let anon = app.client().await;
+    (app, s, seats, alice, anon)
+}
 
+const SEAT_METHODS: [&str; 3] = ["hold_seats", "release_seats", "book_seats"];
+
+#[tokio::test]
+async fn malformed_seat_requests_are_bad_request_before_unauthorized_and_not_found() {
+    let (app, s, seats, mut alice, mut anon) = alice_and_anon().await;
     let bad = [
         json!({"screening_id": s, "seat_ids": seats[0]}), // not an array
         json!({"screening_id": s, "seat_ids": []}),       // empty
@@ -492,7 +451,7 @@ async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
         json!({"screening_id": "999999999", "seat_ids": []}),
         json!({"screening_id": "nope", "seat_ids": ["nope", 2]}),
     ];
-    for method in ["hold_seats", "release_seats", "book_seats"] {
+    for method in SEAT_METHODS {
         for data in &bad {
             for c in [&mut alice, &mut anon] {
                 // BAD_REQUEST ranks before UNAUTHORIZED: anonymous gets it too.
@@ -500,14 +459,29 @@ async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
                 assert_eq!(r["error"], "BAD_REQUEST", "{method} {data}: {r}");
             }
         }
-        // Anonymous: UNAUTHORIZED, also before NOT_FOUND.
+    }
+    // None of it reached the seats.
+    assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "free");
+}
+
+#[tokio::test]
+async fn anonymous_seat_requests_are_unauthorized_before_not_found() {
+    let (app, s, seats, _, mut anon) = alice_and_anon().await;
+    for method in SEAT_METHODS {
         for data in [
-            hold(&s, &[&seats[0]]),
+            seat_data(&s, &[&seats[0]]),
             json!({"screening_id": "999999999", "seat_ids": ["x"]}),
         ] {
             assert_eq!(anon.err(method, data).await, "UNAUTHORIZED");
         }
     }
+    // None of it reached the seats.
+    assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "free");
+}
+
+#[tokio::test]
+async fn malformed_cancel_booking_is_bad_request_even_anonymous() {
+    let (_app, _, _, mut alice, mut anon) = alice_and_anon().await;
     for data in [
         json!({}),
         json!({"booking_id": 5}),
@@ -519,14 +493,17 @@ async fn bad_requests_and_anonymous_callers_are_refused_in_order() {
         );
         assert_eq!(alice.err("cancel_booking", data).await, "BAD_REQUEST");
     }
+}
+
+#[tokio::test]
+async fn anonymous_cancel_booking_and_get_bookings_are_unauthorized() {
+    let (_app, _, _, _, mut anon) = alice_and_anon().await;
     assert_eq!(
         anon.err("cancel_booking", json!({"booking_id": "999999999"}))
             .await,
         "UNAUTHORIZED"
     );
     assert_eq!(anon.err("get_bookings", json!({})).await, "UNAUTHORIZED");
-    // None of it reached the seats.
-    assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "free");
 }
 
 #[tokio::test]
@@ -536,23 +513,18 @@ async fn release_frees_only_ones_own_holds() {
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
     let (mut bob, _, bob_id) = logged_in(&app.server, "bob").await;
     let (mut w, _) = watcher(&app, &s).await;
-    let v = alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await["version"]
-        .clone();
+    let v = alice.hold(&s, &[&seats[0], &seats[1]]).await.data()["version"].clone();
     update(&mut w, &v).await;
-    let v = bob.ok("hold_seats", hold(&s, &[&seats[2]])).await["version"].clone();
+    let v = bob.hold(&s, &[&seats[2]]).await.data()["version"].clone();
     update(&mut w, &v).await;
-    alice.ok("book_seats", hold(&s, &[&seats[1]])).await;
+    alice.book(&s, &[&seats[1]]).await.data();
     w.push("hall_update").await;
 
     // Bob's hold, alice's booking and a free seat are ignored.
     let r = alice
-        .ok(
-            "release_seats",
-            hold(&s, &[&seats[3], &seats[2], &seats[0], &seats[1]]),
-        )
-        .await;
+        .release(&s, &[&seats[3], &seats[2], &seats[0], &seats[1]])
+        .await
+        .data();
     assert_eq!(strs(&r["seat_ids"]), vec![seats[0].clone()]);
     let u = update(&mut w, &r["version"]).await;
     assert_eq!(changes(&u), vec![(seats[0].clone(), "free".into())]);
@@ -564,15 +536,13 @@ async fn release_frees_only_ones_own_holds() {
     assert_eq!(status(&mut alice, &s, &seats[0]).await, "free");
 
     // Releasing nothing changes nothing: the current version, no push.
-    let r2 = alice.ok("release_seats", hold(&s, &[&seats[0]])).await;
+    let r2 = alice.release(&s, &[&seats[0]]).await.data();
     assert_eq!(strs(&r2["seat_ids"]), Vec::<String>::new());
     assert_eq!(r2["version"], r["version"]);
     w.no_push("hall_update", Duration::from_millis(300)).await;
 
     // Bob's release of his own hold works.
-    let r = bob
-        .ok("release_seats", hold(&s, &[&seats[2], &seats[4]]))
-        .await;
+    let r = bob.release(&s, &[&seats[2], &seats[4]]).await.data();
     assert_eq!(strs(&r["seat_ids"]), vec![seats[2].clone()]);
     update(&mut w, &r["version"]).await;
 }
@@ -585,36 +555,22 @@ async fn booking_turns_ones_own_live_holds_into_a_booking() {
     let (mut bob, _, _) = logged_in(&app.server, "bob").await;
     let (mut w, _) = watcher(&app, &s).await;
     // Alice watches too, on another socket: the booking push carries `mine`.
-    let mut alice2 = Client::connect_with(
-        &app.server,
-        Connect {
-            bearer: Some(alice_token),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    alice2
-        .ok("subscribe_hall", json!({"screening_id": s}))
-        .await;
+    let mut alice2 = Client::connect_with(&app.server, Connect::bearer(&alice_token))
+        .await
+        .unwrap();
+    alice2.subscribe(&s).await.data();
 
     let v = alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1], &seats[2]]))
-        .await["version"]
+        .hold(&s, &[&seats[0], &seats[1], &seats[2]])
+        .await
+        .data()["version"]
         .clone();
     update(&mut w, &v).await;
     update(&mut alice2, &v).await;
-    bob.ok("hold_seats", hold(&s, &[&seats[3]])).await;
+    bob.hold(&s, &[&seats[3]]).await.data();
     w.push("hall_update").await;
     alice2.push("hall_update").await;
-    sql(
-        &app.db,
-        &format!(
-            "SELECT admin.block_seats({s}, ARRAY[{}]::bigint[])",
-            seats[4]
-        ),
-    )
-    .await;
+    app.db.block_seats(&s, &seats[4..5]).await;
     w.push("hall_update").await;
     alice2.push("hall_update").await;
 
@@ -625,22 +581,15 @@ async fn booking_turns_ones_own_live_holds_into_a_booking() {
         (&seats[4], "blocked"),
         (&seats[5], "free"),
     ] {
-        let r = alice
-            .request("book_seats", hold(&s, &[&seats[0], other]))
-            .await;
+        let r = alice.book(&s, &[&seats[0], other]).await.0;
         assert_eq!(r["error"], "SEAT_UNAVAILABLE", "{label}: {r}");
         assert_eq!(strs(&r["data"]["seat_ids"]), vec![other.clone()], "{label}");
         assert_eq!(db_seat(&app.db, &s, &seats[0]).await.0, "held");
     }
-    assert_eq!(
-        bob.err("book_seats", hold(&s, &[&seats[0]])).await,
-        "SEAT_UNAVAILABLE"
-    );
+    assert_eq!(bob.book(&s, &[&seats[0]]).await.error(), "SEAT_UNAVAILABLE");
 
     let before = Utc::now() - chrono::Duration::seconds(5);
-    let r = alice
-        .ok("book_seats", hold(&s, &[&seats[1], &seats[0]]))
-        .await;
+    let r = alice.book(&s, &[&seats[1], &seats[0]]).await.data();
     assert_eq!(keys(&r), ["booking", "version"]);
     let b = &r["booking"];
     assert_eq!(
@@ -695,60 +644,45 @@ async fn booking_turns_ones_own_live_holds_into_a_booking() {
 
     // A booked seat cannot be booked again, by anyone.
     assert_eq!(
-        alice.err("book_seats", hold(&s, &[&seats[0]])).await,
+        alice.book(&s, &[&seats[0]]).await.error(),
         "SEAT_UNAVAILABLE"
     );
-    assert_eq!(
-        bob.err("book_seats", hold(&s, &[&seats[1]])).await,
-        "SEAT_UNAVAILABLE"
-    );
+    assert_eq!(bob.book(&s, &[&seats[1]]).await.error(), "SEAT_UNAVAILABLE");
     // The remaining hold books on its own; total is price x seats.
-    let one = alice.ok("book_seats", hold(&s, &[&seats[2]])).await;
+    let one = alice.book(&s, &[&seats[2]]).await.data();
     assert_eq!(one["booking"]["total"], 1250);
     assert_ne!(one["booking"]["id"], b["id"]);
 }
 
 #[tokio::test]
 async fn expired_holds_answer_hold_expired_before_and_after_the_sweep() {
-    let db = TestDb::new().await;
     // No sweep in this server: the test runs it by hand.
-    let server = start(
-        &db,
-        config(&db),
-        Tuning {
-            sweep_every: None,
-            ..Default::default()
-        },
-    )
-    .await;
+    let TestApp { db, server } = TestApp::tuned(no_sweep()).await;
     let (s, seats) = screening(&db, 1, 6, HOUR).await;
     let (mut alice, _, _) = logged_in(&server, "alice").await;
     let (mut bob, _, _) = logged_in(&server, "bob").await;
     let mut w = Client::connect(&server).await;
-    w.ok("subscribe_hall", json!({"screening_id": s})).await;
+    w.subscribe(&s).await.data();
 
     sql(&db, "SELECT admin.set_hold_ttl(1)").await;
     let h = alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1], &seats[2]]))
-        .await;
+        .hold(&s, &[&seats[0], &seats[1], &seats[2]])
+        .await
+        .data();
     update(&mut w, &h["version"]).await;
     sql(&db, "SELECT admin.set_hold_ttl(600)").await;
-    let live = alice.ok("hold_seats", hold(&s, &[&seats[3]])).await;
+    let live = alice.hold(&s, &[&seats[3]]).await.data();
     update(&mut w, &live["version"]).await;
 
     // The seat reads free as soon as the hold lapsed, before any sweep.
     wait_until_free(&mut bob, &s, &seats[0]).await;
     assert_eq!(db_seat(&db, &s, &seats[0]).await.0, "held", "no sweep ran");
-    let r = alice
-        .request("book_seats", hold(&s, &[&seats[3], &seats[0]]))
-        .await;
+    let r = alice.book(&s, &[&seats[3], &seats[0]]).await.0;
     assert_eq!(r["error"], "HOLD_EXPIRED", "{r}");
     assert_eq!(strs(&r["data"]["seat_ids"]), vec![seats[0].clone()]);
     assert_eq!(db_seat(&db, &s, &seats[3]).await.0, "held");
     // SEAT_UNAVAILABLE ranks before HOLD_EXPIRED.
-    let r = alice
-        .request("book_seats", hold(&s, &[&seats[0], &seats[5]]))
-        .await;
+    let r = alice.book(&s, &[&seats[0], &seats[5]]).await.0;
     assert_eq!(r["error"], "SEAT_UNAVAILABLE", "{r}");
     assert_eq!(strs(&r["data"]["seat_ids"]), vec![seats[5].clone()]);
 
@@ -765,19 +699,19 @@ async fn expired_holds_answer_hold_expired_before_and_after_the_sweep() {
         ]
     );
     assert_eq!(db_seat(&db, &s, &seats[0]).await, ("free".into(), None));
-    let r = alice.request("book_seats", hold(&s, &[&seats[0]])).await;
+    let r = alice.book(&s, &[&seats[0]]).await.0;
     assert_eq!(r["error"], "HOLD_EXPIRED", "{r}");
     assert_eq!(strs(&r["data"]["seat_ids"]), vec![seats[0].clone()]);
 
     // Once somebody else took the seat, it is simply unavailable.
-    bob.ok("hold_seats", hold(&s, &[&seats[1]])).await;
+    bob.hold(&s, &[&seats[1]]).await.data();
     assert_eq!(
-        alice.err("book_seats", hold(&s, &[&seats[1]])).await,
+        alice.book(&s, &[&seats[1]]).await.error(),
         "SEAT_UNAVAILABLE"
     );
     // Holding it again makes it bookable again.
-    alice.ok("hold_seats", hold(&s, &[&seats[2]])).await;
-    alice.ok("book_seats", hold(&s, &[&seats[2]])).await;
+    alice.hold(&s, &[&seats[2]]).await.data();
+    alice.book(&s, &[&seats[2]]).await.data();
     server.shutdown().await;
 }
 
@@ -800,41 +734,30 @@ async fn wait_until_free(c: &mut Client, s: &str, seat: &str) {
 #[tokio::test]
 async fn a_lapsed_hold_reads_free_before_the_sweep_and_the_sweep_pushes_it() {
     // Without a sweep: get_hall, subscribe_hall and other users see it free.
-    let db = TestDb::new().await;
-    let server = start(
-        &db,
-        config(&db),
-        Tuning {
-            sweep_every: None,
-            ..Default::default()
-        },
-    )
-    .await;
+    let TestApp { db, server } = TestApp::tuned(no_sweep()).await;
     let (s, seats) = screening(&db, 1, 3, HOUR).await;
     let (mut alice, _, _) = logged_in(&server, "alice").await;
     let (mut bob, _, _) = logged_in(&server, "bob").await;
     sql(&db, "SELECT admin.set_hold_ttl(1)").await;
-    let h = alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await;
+    let h = alice.hold(&s, &[&seats[0], &seats[1]]).await.data();
     let expires = time(&h["expires_at"]);
     assert!(expires - Utc::now() <= chrono::Duration::seconds(1));
-    let hall = alice.ok("get_hall", json!({"screening_id": s})).await;
+    let hall = alice.get_hall(&s).await.data();
     assert_eq!(seat(&hall, &seats[0]), ("held".into(), true));
     wait_until_free(&mut bob, &s, &seats[0]).await;
     assert!(Utc::now() >= expires - chrono::Duration::milliseconds(50));
-    let hall = alice.ok("subscribe_hall", json!({"screening_id": s})).await;
+    let hall = alice.subscribe(&s).await.data();
     assert_eq!(seat(&hall, &seats[0]), ("free".into(), false));
     assert_eq!(seat(&hall, &seats[1]), ("free".into(), false));
     assert_eq!(hall["version"], h["version"], "lapsing is not a change");
     assert_eq!(db_seat(&db, &s, &seats[0]).await.0, "held", "no sweep ran");
     // Another user can take it right away; the change is pushed.
-    let taken = bob.ok("hold_seats", hold(&s, &[&seats[0]])).await;
+    let taken = bob.hold(&s, &[&seats[0]]).await.data();
     let u = update(&mut alice, &taken["version"]).await;
     assert_eq!(changes(&u), vec![(seats[0].clone(), "held".into())]);
     // Taking one's own lapsed hold again is a change too (subscribers saw
     // the seat free), unlike renewing a live hold.
-    let again = alice.ok("hold_seats", hold(&s, &[&seats[1]])).await;
+    let again = alice.hold(&s, &[&seats[1]]).await.data();
     let u = update(&mut alice, &again["version"]).await;
     assert_eq!(
         u["seats"],
@@ -848,13 +771,13 @@ async fn a_lapsed_hold_reads_free_before_the_sweep_and_the_sweep_pushes_it() {
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
     let (mut w, _) = watcher(&app, &s).await;
     sql(&app.db, "SELECT admin.set_hold_ttl(1)").await;
-    let h = alice.ok("hold_seats", hold(&s, &[&seats[1]])).await;
+    let h = alice.hold(&s, &[&seats[1]]).await.data();
     update(&mut w, &h["version"]).await;
     let freed = update(&mut w, &json!(h["version"].as_i64().unwrap() + 1)).await;
     assert_eq!(changes(&freed), vec![(seats[1].clone(), "free".into())]);
     assert!(Utc::now() >= time(&h["expires_at"]));
     assert_eq!(db_seat(&app.db, &s, &seats[1]).await, ("free".into(), None));
-    let hall = w.ok("get_hall", json!({"screening_id": s})).await;
+    let hall = w.get_hall(&s).await.data();
     assert_eq!(hall["version"], freed["version"]);
 }
 
@@ -865,12 +788,8 @@ async fn cancel_frees_the_seats_of_ones_own_booking_once() {
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
     let (mut bob, _, _) = logged_in(&app.server, "bob").await;
     let (mut w, _) = watcher(&app, &s).await;
-    alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await;
-    let booked = alice
-        .ok("book_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await;
+    alice.hold(&s, &[&seats[0], &seats[1]]).await.data();
+    let booked = alice.book(&s, &[&seats[0], &seats[1]]).await.data();
     let booking = booked["booking"].clone();
     w.push("hall_update").await;
     update(&mut w, &booked["version"]).await;
@@ -908,8 +827,8 @@ async fn cancel_frees_the_seats_of_ones_own_booking_once() {
     w.no_push("hall_update", Duration::from_millis(300)).await;
 
     // The freed seats can be held and booked again, by anyone.
-    bob.ok("hold_seats", hold(&s, &[&seats[0]])).await;
-    let b2 = bob.ok("book_seats", hold(&s, &[&seats[0]])).await;
+    bob.hold(&s, &[&seats[0]]).await.data();
+    let b2 = bob.book(&s, &[&seats[0]]).await.data();
     assert_ne!(b2["booking"]["id"], booking["id"]);
     // Cancelling alice's old booking again does not touch bob's seat.
     alice
@@ -932,12 +851,12 @@ async fn get_bookings_lists_ones_own_newest_first() {
 
     let mut ids = Vec::new();
     for (sc, seat) in [(&s, &seats[0]), (&s2, &seats2[0]), (&s, &seats[1])] {
-        alice.ok("hold_seats", hold(sc, &[seat])).await;
-        let b = alice.ok("book_seats", hold(sc, &[seat])).await;
+        alice.hold(sc, &[seat]).await.data();
+        let b = alice.book(sc, &[seat]).await.data();
         ids.push(b["booking"].clone());
     }
-    bob.ok("hold_seats", hold(&s, &[&seats[2]])).await;
-    let bobs = bob.ok("book_seats", hold(&s, &[&seats[2]])).await["booking"].clone();
+    bob.hold(&s, &[&seats[2]]).await.data();
+    let bobs = bob.book(&s, &[&seats[2]]).await.data()["booking"].clone();
     let cancelled = alice
         .ok("cancel_booking", json!({"booking_id": ids[1]["id"]}))
         .await["booking"]

@@ -3,13 +3,11 @@
 //! DBA's `admin.*` functions as the wire sees them (hall layout, blocked
 //! seats, hold TTL and seat limit taking effect without a restart).
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::harness::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::{json, Value};
 
 /// DBA-side fixtures through the `admin.*` functions.
@@ -282,7 +280,7 @@ async fn get_screenings_from_and_to_filter_from_inclusive_to_exclusive() {
 }
 
 #[tokio::test]
-async fn get_screenings_by_cinema_and_bad_parameters() {
+async fn get_screenings_filters_by_cinema_and_an_unknown_cinema_has_none() {
     let app = TestApp::spawn().await;
     let dba = Dba::new(&app.db).await;
     let (c1, h1, f1) = venue(&dba, "First", 2, 2).await;
@@ -302,12 +300,6 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
         ids(&screenings(&mut c, json!({})).await),
         [s2.to_string(), s1.to_string()]
     );
-    // Exactly 31 days is allowed.
-    c.ok(
-        "get_screenings",
-        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z"}),
-    )
-    .await;
     // A cinema that does not exist: an empty list, not an error.
     for unknown in ["999999", "zzz", "", "01"] {
         assert_eq!(
@@ -316,25 +308,59 @@ async fn get_screenings_by_cinema_and_bad_parameters() {
             "{unknown}"
         );
     }
-    // Wrong types and unparsable times: BAD_REQUEST.
-    for data in [
-        json!({"cinema_id": 5}),
-        json!({"cinema_id": c1}),
-        json!({"cinema_id": [c1.to_string()]}),
-        json!({"from": "yesterday"}),
-        json!({"from": "2030-01-01"}),
-        json!({"from": "2030-13-01T00:00:00Z"}),
-        json!({"from": 1_732_400_000_000_i64}),
-        json!({"to": "soon"}),
-        json!({"to": true}),
-        // Abuse limits: at most 31 days per request, so one answer stays small.
-        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:01Z"}),
-        json!({"from": "2030-01-01T00:00:00Z", "to": "2031-01-01T00:00:00Z"}),
-    ] {
+}
+
+/// Each request of `data` answers BAD_REQUEST with a message.
+async fn bad_screenings_requests(c: &mut Client, data: &[Value]) {
+    for data in data {
         let f = c.request("get_screenings", data.clone()).await;
         assert_eq!(f["error"], "BAD_REQUEST", "{data}: {f}");
         assert!(f["data"]["message"].is_string());
     }
+}
+
+#[tokio::test]
+async fn get_screenings_refuses_wrong_types_and_unparsable_times() {
+    let app = TestApp::spawn().await;
+    let dba = Dba::new(&app.db).await;
+    let (c1, _, _) = venue(&dba, "First", 2, 2).await;
+    let mut c = app.client().await;
+    bad_screenings_requests(
+        &mut c,
+        &[
+            json!({"cinema_id": 5}),
+            json!({"cinema_id": c1}),
+            json!({"cinema_id": [c1.to_string()]}),
+            json!({"from": "yesterday"}),
+            json!({"from": "2030-01-01"}),
+            json!({"from": "2030-13-01T00:00:00Z"}),
+            json!({"from": 1_732_400_000_000_i64}),
+            json!({"to": "soon"}),
+            json!({"to": true}),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn get_screenings_answers_at_most_31_days() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client().await;
+    // Exactly 31 days is allowed.
+    c.ok(
+        "get_screenings",
+        json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:00Z"}),
+    )
+    .await;
+    // Abuse limits: at most 31 days per request, so one answer stays small.
+    bad_screenings_requests(
+        &mut c,
+        &[
+            json!({"from": "2030-01-01T00:00:00Z", "to": "2030-02-01T00:00:01Z"}),
+            json!({"from": "2030-01-01T00:00:00Z", "to": "2031-01-01T00:00:00Z"}),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -365,19 +391,9 @@ async fn seats_free_drops_when_seats_are_blocked_or_held() {
     assert_eq!(free(&mut anon).await, 11);
 
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    alice
-        .ok(
-            "hold_seats",
-            json!({"screening_id": screening, "seat_ids": [seats[5], seats[6]]}),
-        )
-        .await;
+    alice.hold(&screening, &[&seats[5], &seats[6]]).await.data();
     assert_eq!(free(&mut anon).await, 9);
-    alice
-        .ok(
-            "release_seats",
-            json!({"screening_id": screening, "seat_ids": [seats[6]]}),
-        )
-        .await;
+    alice.release(&screening, &[&seats[6]]).await.data();
     assert_eq!(free(&mut anon).await, 10);
     dba.exec(&format!(
         "SELECT admin.unblock_seats({screening}, ARRAY[{}]::bigint[])",
@@ -394,17 +410,12 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     let (_, hall, film) = venue(&dba, "Layout", 3, 4).await;
     let screening = dba.screening(hall, film, "2 hours", 800, "EUR").await;
     let sid = screening.to_string();
-    let seat_ids: Vec<String> = dba
-        .0
-        .query(
-            "SELECT id::text FROM seats WHERE hall_id = $1 ORDER BY row_label, number",
-            &[&hall],
-        )
-        .await
-        .expect("seats")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let seat_ids: Vec<String> = column(
+        &dba.0,
+        "SELECT id::text FROM seats WHERE hall_id = $1 ORDER BY row_label, number",
+        &[&hall],
+    )
+    .await;
     assert_eq!(seat_ids.len(), 12);
     dba.exec(&format!(
         "SELECT admin.block_seats({screening}, ARRAY[{}]::bigint[])",
@@ -412,15 +423,10 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     ))
     .await;
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let held = alice
-        .ok(
-            "hold_seats",
-            json!({"screening_id": sid, "seat_ids": [seat_ids[0], seat_ids[1]]}),
-        )
-        .await;
+    let held = alice.hold(&sid, &[&seat_ids[0], &seat_ids[1]]).await.data();
 
     let mut anon = app.client().await;
-    let snap = anon.ok("get_hall", json!({"screening_id": sid})).await;
+    let snap = anon.get_hall(&sid).await.data();
     assert_eq!(
         keys(&snap),
         HashSet::from(["screening_id", "hall", "version", "prices", "seats"])
@@ -486,7 +492,7 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     }
 
     // The holder sees `mine` on its own seats, and only there.
-    let mine = alice.ok("get_hall", json!({"screening_id": sid})).await;
+    let mine = alice.get_hall(&sid).await.data();
     for seat in mine["seats"].as_array().unwrap() {
         let own = seat["id"] == seat_ids[0].as_str() || seat["id"] == seat_ids[1].as_str();
         assert_eq!(seat.get("mine"), own.then_some(&json!(true)), "{seat}");
@@ -499,16 +505,13 @@ async fn get_hall_snapshot_shape_layout_and_statuses() {
     .await;
     anon.no_push("hall_update", Duration::from_millis(300))
         .await;
-    let after = anon.ok("get_hall", json!({"screening_id": sid})).await;
+    let after = anon.get_hall(&sid).await.data();
     assert!(after["version"].as_i64() > snap["version"].as_i64());
     assert_eq!(by_id_in(&after, &seat_ids[5])["status"], "blocked");
 
     // Unknown screenings.
     for id in ["123456789", "nope"] {
-        assert_eq!(
-            anon.err("get_hall", json!({"screening_id": id})).await,
-            "NOT_FOUND"
-        );
+        assert_eq!(anon.get_hall(id).await.error(), "NOT_FOUND");
     }
 }
 
@@ -521,59 +524,63 @@ fn by_id_in<'a>(snap: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("seat {id}"))
 }
 
-#[tokio::test]
-async fn seat_limit_and_hold_ttl_take_effect_on_the_next_request() {
+/// Seconds until a hold answer's `expires_at`.
+fn expires_in(f: &Value) -> f64 {
+    let t = DateTime::parse_from_rfc3339(f["data"]["expires_at"].as_str().expect("expires_at"))
+        .expect("RFC 3339");
+    (t.with_timezone(&Utc) - Utc::now()).num_milliseconds() as f64 / 1000.0
+}
+
+/// A 2×6 hall and alice logged in; (app, screening, seats, DBA, alice).
+async fn settings_setup() -> (TestApp, String, Vec<String>, Dba, Client) {
     let app = TestApp::spawn().await;
     let (screening, seats) = screening(&app.db, 2, 6, Duration::from_secs(3600)).await;
     let dba = Dba::new(&app.db).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    let hold = async |c: &mut Client, s: &[&String]| {
-        c.request(
-            "hold_seats",
-            json!({"screening_id": screening, "seat_ids": s}),
-        )
-        .await
-    };
-    let expires_in = |f: &Value| {
-        let t = DateTime::parse_from_rfc3339(f["data"]["expires_at"].as_str().expect("expires_at"))
-            .expect("RFC 3339");
-        (t.with_timezone(&Utc) - Utc::now()).num_milliseconds() as f64 / 1000.0
-    };
+    let (alice, _, _) = logged_in(&app.server, "alice").await;
+    (app, screening, seats, dba, alice)
+}
 
+#[tokio::test]
+async fn the_seat_limit_takes_effect_on_the_next_request() {
+    let (_app, screening, seats, dba, mut alice) = settings_setup().await;
+    alice.hold(&screening, &seats[..1]).await.data();
+    // The seat limit, changed while the server runs.
+    dba.exec("SELECT admin.set_seat_limit(2)").await;
+    let f = alice.hold(&screening, &seats[1..3]).await.0;
+    assert_eq!(f["error"], "HOLD_LIMIT", "3 seats over a limit of 2: {f}");
+    assert!(f["data"]["message"].is_string());
+    let f = alice.hold(&screening, &seats[1..2]).await.0;
+    assert!(f.get("error").is_none(), "2 seats fit: {f}");
+    let f = alice.hold(&screening, &seats[2..3]).await.0;
+    assert_eq!(f["error"], "HOLD_LIMIT");
+    dba.exec("SELECT admin.set_seat_limit(4)").await;
+    let f = alice.hold(&screening, &seats[2..4]).await.0;
+    assert!(f.get("error").is_none(), "the raised limit applies: {f}");
+}
+
+#[tokio::test]
+async fn the_hold_ttl_takes_effect_on_the_next_request() {
+    let (_app, screening, seats, dba, mut alice) = settings_setup().await;
+    let mut hold = async || alice.hold(&screening, &seats[..1]).await.0;
     // Defaults: a 10-minute hold.
-    let f = hold(&mut alice, &[&seats[0]]).await;
+    let f = hold().await;
     assert!(f.get("error").is_none(), "{f}");
     let left = expires_in(&f);
     assert!((595.0..=605.0).contains(&left), "default TTL 600 s: {left}");
 
-    // The seat limit, changed while the server runs.
-    dba.exec("SELECT admin.set_seat_limit(2)").await;
-    let f = hold(&mut alice, &[&seats[1], &seats[2]]).await;
-    assert_eq!(f["error"], "HOLD_LIMIT", "3 seats over a limit of 2: {f}");
-    assert!(f["data"]["message"].is_string());
-    let f = hold(&mut alice, &[&seats[1]]).await;
-    assert!(f.get("error").is_none(), "2 seats fit: {f}");
-    let f = hold(&mut alice, &[&seats[2]]).await;
-    assert_eq!(f["error"], "HOLD_LIMIT");
-    dba.exec("SELECT admin.set_seat_limit(4)").await;
-    let f = hold(&mut alice, &[&seats[2], &seats[3]]).await;
-    assert!(f.get("error").is_none(), "the raised limit applies: {f}");
-
     // The hold TTL, changed while the server runs: the next hold (or renewal) uses it.
     dba.exec("SELECT admin.set_hold_ttl(30)").await;
-    let f = hold(&mut alice, &[&seats[0]]).await;
+    let f = hold().await;
     assert!(f.get("error").is_none(), "{f}");
     let left = expires_in(&f);
     assert!((25.0..=35.0).contains(&left), "TTL 30 s: {left}");
     dba.exec("SELECT admin.set_hold_ttl(7200)").await;
-    let f = hold(&mut alice, &[&seats[0]]).await;
-    let left = expires_in(&f);
+    let left = expires_in(&hold().await);
     assert!(
         (1795.0..=1805.0).contains(&left),
         "TTL 2 h, capped by max_hold_seconds (1800 by default): {left}"
     );
     dba.exec("SELECT admin.set_max_hold_seconds(86400)").await;
-    let f = hold(&mut alice, &[&seats[0]]).await;
-    let left = expires_in(&f);
+    let left = expires_in(&hold().await);
     assert!((7195.0..=7205.0).contains(&left), "TTL 2 h: {left}");
 }

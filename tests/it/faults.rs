@@ -14,19 +14,15 @@
 //! * a replica process SIGTERMed under load: in-flight requests answered,
 //!   sockets closed with 1001, exit 0, no answered booking missing.
 
-mod common;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use marquee::app::Tuning;
 use marquee::core::db::POOL_WAIT;
 use serde_json::{json, Value};
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -43,30 +39,50 @@ async fn drain_to(c: &mut Client, version: i64) {
     }
 }
 
-/// `{seat id: status}` of a snapshot.
-fn statuses(hall: &Value) -> BTreeMap<String, String> {
-    hall["seats"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no seats in {hall}"))
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().expect("id").to_owned(),
-                s["status"].as_str().expect("status").to_owned(),
-            )
-        })
-        .collect()
+/// Waits (10 s at most) until exactly `n` of the server's connections to
+/// `db` match `filter` (SQL on `pg_stat_activity`).
+async fn until_server_sessions(db: &TestDb, filter: &str, n: i64, what: &str) {
+    let watch = db.psql().await;
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+            AND application_name = 'marquee' AND {filter}"
+    );
+    eventually(what, Duration::from_secs(10), || async {
+        let found: i64 = watch
+            .query_one(&sql, &[])
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        found == n
+    })
+    .await;
 }
 
-/// The seats marked `mine` in a snapshot.
-fn mine(hall: &Value) -> BTreeSet<String> {
-    hall["seats"]
-        .as_array()
-        .expect("seats")
-        .iter()
-        .filter(|s| s["mine"] == true)
-        .map(|s| s["id"].as_str().expect("id").to_owned())
-        .collect()
+/// Waits until `n` of the server's queries wait for a lock.
+async fn lock_waiters(db: &TestDb, n: i64, what: &str) {
+    until_server_sessions(db, "wait_event_type = 'Lock'", n, what).await;
+}
+
+/// After the LISTEN connection was lost: the change missed meanwhile (the
+/// DBA blocked `s[0]`, version `v0 + 1`) reaches `watcher` as a snapshot on
+/// its old subscription `sub`, and `alice`'s new hold of `s[1]` as an
+/// update; returns the hold's answer and the update.
+async fn snapshot_then_live(
+    watcher: &mut Client,
+    alice: &mut Client,
+    sub: &Value,
+    v0: i64,
+    scr: &str,
+    s: &[String],
+) -> (Value, Value) {
+    let snap = watcher.push("hall_snapshot").await;
+    assert_eq!(snap["eid"], sub["eid"]);
+    assert_eq!(snap["data"]["version"], v0 + 1);
+    assert_eq!(statuses(&snap["data"])[&s[0]], "blocked");
+    let r = alice.hold(scr, &s[1..2]).await.data();
+    let u = watcher.push("hall_update").await;
+    assert_eq!(u["data"]["version"], r["version"]);
+    (r, u)
 }
 
 fn assert_unavailable(kind: &str, r: &Value, took: Duration) {
@@ -106,12 +122,11 @@ async fn postgres_restart_while_clients_are_connected() {
         assert!(r.get("error").is_none(), "{r}");
         eids.push(r["eid"].clone());
     }
-    let seats = |ids: &[&String]| json!({"screening_id": scr, "seat_ids": ids});
-    alice.ok("hold_seats", seats(&[&s[0], &s[1]])).await;
-    let booking = alice.ok("book_seats", seats(&[&s[0], &s[1]])).await;
+    alice.hold(&scr, &[&s[0], &s[1]]).await.data();
+    let booking = alice.book(&scr, &[&s[0], &s[1]]).await.data();
     let booking_id = booking["booking"]["id"].as_str().expect("id").to_owned();
-    alice.ok("hold_seats", seats(&[&s[2]])).await;
-    let v = bob.ok("hold_seats", seats(&[&s[3]])).await["version"]
+    alice.hold(&scr, &[&s[2]]).await.data();
+    let v = bob.hold(&scr, &[&s[3]]).await.data()["version"]
         .as_i64()
         .expect("version");
     for c in [&mut alice, &mut bob, &mut watcher] {
@@ -145,29 +160,12 @@ async fn postgres_restart_while_clients_are_connected() {
         .to_string(),
     )
     .await;
-    let watch = db.psql().await;
-    eventually(
-        "bob's hold waits for the lock",
-        Duration::from_secs(10),
-        || async {
-            let n: i64 = watch
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                  AND application_name = 'marquee' AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .expect("pg_stat_activity")
-                .get(0);
-            n == 1
-        },
-    )
-    .await;
+    lock_waiters(&db, 1, "bob's hold waits for the lock").await;
     let t = Instant::now();
     cluster.stop_postgres().await;
     let r = bob.response("in-flight").await;
     assert_unavailable("an in-flight hold_seats", &r, t.elapsed());
-    drop((dba, watch));
+    drop(dba);
     eventually("/ready answers 503", Duration::from_secs(5), || async {
         ready(server.http_addr).await.0 == 503
     })
@@ -178,10 +176,10 @@ async fn postgres_restart_while_clients_are_connected() {
     assert_eq!(health, 200, "/health stays 200 while the process runs");
 
     let t = Instant::now();
-    let r = alice.request("hold_seats", seats(&[&s[4]])).await;
+    let r = alice.hold(&scr, &[&s[4]]).await.0;
     assert_unavailable("hold_seats", &r, t.elapsed());
     let t = Instant::now();
-    let r = alice.request("book_seats", seats(&[&s[2]])).await;
+    let r = alice.book(&scr, &[&s[2]]).await.0;
     assert_unavailable("book_seats", &r, t.elapsed());
     let t = Instant::now();
     let r = bob.request("get_bookings", json!({})).await;
@@ -196,15 +194,9 @@ async fn postgres_restart_while_clients_are_connected() {
     assert_unavailable("subscribe_hall", &r, t.elapsed());
 
     // A token cannot be checked: the upgrade succeeds and closes with 1013.
-    let mut ws = raw_connect(
-        &server,
-        Connect {
-            bearer: Some(alice_token.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("upgrade during the outage");
+    let mut ws = raw_connect(&server, Connect::bearer(&alice_token))
+        .await
+        .expect("upgrade during the outage");
     let first = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws))
         .await
         .expect("an answer to the upgrade");
@@ -311,7 +303,7 @@ async fn postgres_restart_while_clients_are_connected() {
     );
 
     // New holds work and are pushed live (not as snapshots) again.
-    let r = bob.ok("hold_seats", seats(&[&s[4]])).await;
+    let r = bob.hold(&scr, &[&s[4]]).await.data();
     assert_eq!(r["version"], v + 1);
     for c in [&mut alice, &mut watcher] {
         let u = c.push("hall_update").await;
@@ -323,21 +315,15 @@ async fn postgres_restart_while_clients_are_connected() {
         );
     }
     // Alice's hold survived the outage: she can book it now.
-    let b = alice.ok("book_seats", seats(&[&s[2]])).await;
+    let b = alice.book(&scr, &[&s[2]]).await.data();
     assert_eq!(b["version"], v + 2);
     assert_eq!(
         anon.ok("get_cinemas", json!({})).await["cinemas"][0]["name"],
         "Test Cinema"
     );
-    let again = Client::connect_with(
-        &server,
-        Connect {
-            bearer: Some(alice_token),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
+    let again = Client::connect_with(&server, Connect::bearer(&alice_token))
+        .await
+        .expect("connect");
     assert_eq!(again.session["data"]["user"]["username"], "alice");
     server.shutdown().await;
 }
@@ -348,9 +334,7 @@ async fn listen_connection_killed_flips_ready_and_counts_a_reconnect() {
     let (scr, s) = screening(&app.db, 2, 5, HOUR).await;
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
     let mut watcher = app.client().await;
-    let sub = watcher
-        .request("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let sub = watcher.subscribe(&scr).await.0;
     let v0 = sub["data"]["version"].as_i64().expect("version");
     let (status, body) = ready(app.server.http_addr).await;
     assert_eq!((status, &body["listener"]), (200, &json!(true)));
@@ -402,12 +386,7 @@ async fn listen_connection_killed_flips_ready_and_counts_a_reconnect() {
     .await
     .expect("block a seat");
     // Subscribing needs the LISTEN connection: UNAVAILABLE meanwhile.
-    assert_eq!(
-        alice
-            .err("subscribe_hall", json!({"screening_id": scr}))
-            .await,
-        "UNAVAILABLE"
-    );
+    assert_eq!(alice.subscribe(&scr).await.error(), "UNAVAILABLE");
     watcher
         .no_push("hall_update", Duration::from_millis(300))
         .await;
@@ -438,24 +417,11 @@ async fn listen_connection_killed_flips_ready_and_counts_a_reconnect() {
     assert_eq!(n, 1, "exactly one LISTEN connection again");
 
     // The missed change arrives as a snapshot on the old subscription ...
-    let snap = watcher.push("hall_snapshot").await;
-    assert_eq!(snap["eid"], sub["eid"]);
-    assert_eq!(snap["data"]["version"], v0 + 1);
-    assert_eq!(statuses(&snap["data"])[&s[0]], "blocked");
     // ... and live updates flow again.
-    let r = alice
-        .ok(
-            "hold_seats",
-            json!({"screening_id": scr, "seat_ids": [s[1]]}),
-        )
-        .await;
+    let (r, u) = snapshot_then_live(&mut watcher, &mut alice, &sub, v0, &scr, &s).await;
     assert_eq!(r["version"], v0 + 2);
-    let u = watcher.push("hall_update").await;
-    assert_eq!(u["data"]["version"], v0 + 2);
     assert_eq!(u["data"]["seats"], json!([{"id": s[1], "status": "held"}]));
-    let again = alice
-        .ok("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let again = alice.subscribe(&scr).await.data();
     assert_eq!(again["version"], v0 + 2);
     app.server.shutdown().await;
 }
@@ -496,24 +462,7 @@ async fn pool_exhausted_requests_queue_then_answer_unavailable() {
             .to_string(),
         )
         .await;
-    let watch = db.psql().await;
-    eventually(
-        "the hold waits for the row lock",
-        Duration::from_secs(10),
-        || async {
-            let n: i64 = watch
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                      AND application_name = 'marquee' AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .expect("pg_stat_activity")
-                .get(0);
-            n == 1
-        },
-    )
-    .await;
+    lock_waiters(&db, 1, "the hold waits for the row lock").await;
 
     // Another request queues for the pool, visibly, then gives up.
     let t = Instant::now();
@@ -563,11 +512,7 @@ async fn pool_exhausted_requests_queue_then_answer_unavailable() {
         carol.ok("get_cinemas", json!({})).await["cinemas"][0]["name"],
         "Test Cinema"
     );
-    bob.ok(
-        "hold_seats",
-        json!({"screening_id": scr, "seat_ids": [s[1]]}),
-    )
-    .await;
+    bob.hold(&scr, &[&s[1]]).await.data();
     assert_eq!(ready(server.http_addr).await.0, 200);
     let m = metrics(server.http_addr).await;
     assert_eq!(metric(&m, "marquee_db_pool_waiting"), Some(0.0));
@@ -583,12 +528,17 @@ async fn pool_exhausted_requests_queue_then_answer_unavailable() {
 // ---------------------------------------------------------------------------
 // Replicas in child processes.
 
-/// Registers `n` users on `server` (through the TOTP flow); (token, id) each.
-async fn register_users(
-    server: &marquee::app::Server,
-    prefix: &str,
-    n: usize,
-) -> Vec<(String, String)> {
+/// Registers `n` users on `app` (through the TOTP flow, with the per-address
+/// registration limit off); (token, id) each.
+async fn register_users(app: &TestApp, prefix: &str, n: usize) -> Vec<(String, String)> {
+    // As an operator would for a load test from one address (PROTOCOL.md "Abuse limits").
+    app.db
+        .psql()
+        .await
+        .batch_execute("SELECT admin.set_registration_limit(0)")
+        .await
+        .expect("set_registration_limit");
+    let server = &app.server;
     let mut out = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
         let tasks = chunk.iter().map(|i| async move {
@@ -717,28 +667,19 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     let app = TestApp::spawn().await;
     let (scr, seats) = screening(&app.db, 20, 20, HOUR).await;
     let mut child = ChildReplica::start(&app.db, &[]).await;
-    // As an operator would for a load test from one address (PROTOCOL.md "Abuse limits").
-    app.db
-        .psql()
-        .await
-        .batch_execute("SELECT admin.set_registration_limit(0)")
-        .await
-        .expect("set_registration_limit");
-    let users = register_users(&app.server, "kill", USERS).await;
+    let users = register_users(&app, "kill", USERS).await;
     let mut watcher = app.client().await;
-    let snap = watcher
-        .ok("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let snap = watcher.subscribe(&scr).await.data();
 
     let mut owner = HashMap::new();
     let mut pairs: HashMap<String, Vec<BTreeSet<String>>> = HashMap::new();
     let mut conns = Vec::new();
     for (u, (token, id)) in users.iter().enumerate() {
-        let mut c = RawClient::connect(&child.ws_url(), Some(token)).await;
+        let mut c = Client::at(&child.ws_url(), Some(token)).await;
         assert_eq!(c.session["data"]["server"], child.replica_id.as_str());
         let mine: Vec<String> = seats[10 * u..10 * u + 10].to_vec();
         let r = c
-            .request("hold_seats", json!({"screening_id": scr, "seat_ids": mine}))
+            .try_request("hold_seats", json!({"screening_id": scr, "seat_ids": mine}))
             .await
             .expect("an answer");
         assert!(r.get("error").is_none(), "{r}");
@@ -802,24 +743,7 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
             answers
         }));
     }
-    let watch = app.db.psql().await;
-    eventually(
-        "three bookings wait for the row locks",
-        Duration::from_secs(10),
-        || async {
-            let n: i64 = watch
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                  AND application_name = 'marquee' AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .expect("pg_stat_activity")
-                .get(0);
-            n == 3
-        },
-    )
-    .await;
+    lock_waiters(&app.db, 3, "three bookings wait for the row locks").await;
     eventually(
         "some bookings are answered",
         Duration::from_secs(20),
@@ -834,21 +758,11 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     assert!(!status.success());
     // The dead replica's transactions finish (or roll back) in PostgreSQL.
     tx.rollback().await.expect("release the locks");
-    eventually(
+    until_server_sessions(
+        &app.db,
+        "state <> 'idle'",
+        0,
         "no request of the dead replica is still running",
-        Duration::from_secs(10),
-        || async {
-            let n: i64 = watch
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                  AND application_name = 'marquee' AND state <> 'idle'",
-                    &[],
-                )
-                .await
-                .expect("pg_stat_activity")
-                .get(0);
-            n == 0
-        },
     )
     .await;
 
@@ -898,8 +812,11 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
     assert_eq!(ready(app.server.http_addr).await.0, 200);
     let mut done = 0;
     for (u, (token, _)) in users.iter().enumerate() {
-        let mut c = RawClient::connect(&app.ws_url(), Some(token)).await;
-        let list = c.request("get_bookings", json!({})).await.expect("answer");
+        let mut c = Client::at(&app.ws_url(), Some(token)).await;
+        let list = c
+            .try_request("get_bookings", json!({}))
+            .await
+            .expect("answer");
         let have: Vec<BTreeSet<String>> = list["data"]["bookings"]
             .as_array()
             .expect("bookings")
@@ -911,7 +828,7 @@ async fn replica_killed_mid_booking_leaves_whole_bookings_only() {
                 continue;
             }
             let r = c
-                .request("book_seats", json!({"screening_id": scr, "seat_ids": p}))
+                .try_request("book_seats", json!({"screening_id": scr, "seat_ids": p}))
                 .await
                 .expect("answer");
             assert!(
@@ -957,17 +874,10 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
     let app = TestApp::spawn().await;
     let (scr, seats) = screening(&app.db, 20, 20, HOUR).await;
     let mut child = ChildReplica::start(&app.db, &[]).await;
-    // As an operator would for a load test from one address (PROTOCOL.md "Abuse limits").
-    app.db
-        .psql()
-        .await
-        .batch_execute("SELECT admin.set_registration_limit(0)")
-        .await
-        .expect("set_registration_limit");
-    let users = register_users(&app.server, "term", USERS).await;
-    let mut watcher = RawClient::connect(&child.ws_url(), None).await;
+    let users = register_users(&app, "term", USERS).await;
+    let mut watcher = Client::at(&child.ws_url(), None).await;
     let r = watcher
-        .request("subscribe_hall", json!({"screening_id": scr}))
+        .try_request("subscribe_hall", json!({"screening_id": scr}))
         .await
         .expect("subscribed");
     assert!(r.get("error").is_none(), "{r}");
@@ -1000,7 +910,7 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
     let oks = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (u, (token, _)) in users.iter().enumerate() {
-        let mut c = RawClient::connect(&child.ws_url(), Some(token)).await;
+        let mut c = Client::at(&child.ws_url(), Some(token)).await;
         let scr = if u == 0 { scr0.clone() } else { scr.clone() };
         let (oks, my_pairs) = (oks.clone(), pairs_of(&seats, u));
         tasks.push(tokio::spawn(async move {
@@ -1046,24 +956,7 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
             (log, code)
         }));
     }
-    let watch = app.db.psql().await;
-    eventually(
-        "user 0's hold waits for the row lock",
-        Duration::from_secs(10),
-        || async {
-            let n: i64 = watch
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                  AND application_name = 'marquee' AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .expect("pg_stat_activity")
-                .get(0);
-            n == 1
-        },
-    )
-    .await;
+    lock_waiters(&app.db, 1, "user 0's hold waits for the row lock").await;
     eventually(
         "bookings are under way",
         Duration::from_secs(20),
@@ -1171,11 +1064,7 @@ async fn sigterm_under_load_drains_and_loses_no_booking() {
         .find(|(_, (s, _))| s == "free")
         .map(|(k, _)| k.clone())
         .expect("a free seat");
-    c.ok(
-        "hold_seats",
-        json!({"screening_id": scr, "seat_ids": [free]}),
-    )
-    .await;
+    c.hold(&scr, &[&free]).await.data();
     drop(dba);
     app.server.shutdown().await;
 }
@@ -1193,21 +1082,12 @@ async fn a_silent_listen_connection_is_noticed_and_replaced() {
     let (scr, s) = screening(&db, 2, 5, HOUR).await;
     let (mut alice, _, _) = logged_in(&server, "alice").await;
     let mut watcher = Client::connect(&server).await;
-    let sub = watcher
-        .request("subscribe_hall", json!({"screening_id": scr}))
-        .await;
+    let sub = watcher.subscribe(&scr).await.0;
     let v0 = sub["data"]["version"].as_i64().expect("version");
 
     proxy.freeze_listener();
     let t = Instant::now();
-    db.psql()
-        .await
-        .execute(
-            "SELECT admin.block_seats($1::text::bigint, ARRAY[$2::text::bigint])",
-            &[&scr, &s[0]],
-        )
-        .await
-        .expect("block a seat");
+    db.block_seats(&scr, &s[..1]).await;
     eventually(
         "the replica notices its LISTEN connection is gone and replaces it",
         Duration::from_secs(30),
@@ -1221,18 +1101,7 @@ async fn a_silent_listen_connection_is_noticed_and_replaced() {
     .await;
     eprintln!("silent LISTEN connection replaced after {:?}", t.elapsed());
     // The change the silent connection swallowed arrives as a snapshot.
-    let snap = watcher.push("hall_snapshot").await;
-    assert_eq!(snap["eid"], sub["eid"]);
-    assert_eq!(snap["data"]["version"], v0 + 1);
-    assert_eq!(statuses(&snap["data"])[&s[0]], "blocked");
-    let r = alice
-        .ok(
-            "hold_seats",
-            json!({"screening_id": scr, "seat_ids": [s[1]]}),
-        )
-        .await;
-    let u = watcher.push("hall_update").await;
-    assert_eq!(u["data"]["version"], r["version"]);
+    snapshot_then_live(&mut watcher, &mut alice, &sub, v0, &scr, &s).await;
     assert_eq!(ready(server.http_addr).await.0, 200);
     server.shutdown().await;
 }
@@ -1281,11 +1150,11 @@ async fn twenty_slow_readers_are_closed_and_their_memory_returned() {
 
     // A reader that reads: warms up the pool and the allocator, and shows
     // the answer's size.
-    let mut warm = RawClient::connect(&child.ws_url(), None).await;
+    let mut warm = Client::at(&child.ws_url(), None).await;
     let mut answer = 0;
     for _ in 0..20 {
         let r = warm
-            .request("get_screenings", window.clone())
+            .try_request("get_screenings", window.clone())
             .await
             .expect("an answer");
         answer = r.to_string().len();

@@ -3,9 +3,9 @@
 //! cap, body limit, `/metrics` at exact paths with an optional bearer token,
 //! the web client's security headers). Real PostgreSQL, real sockets.
 
-mod common;
+use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 /// A database migrated from scratch (not cloned: `CREATE DATABASE ...
 /// TEMPLATE` does not copy database privileges), as the superuser.
@@ -127,10 +127,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 async fn spawn_with(
     tune: impl FnOnce(&mut marquee::shared::config::Config),
 ) -> (TestDb, marquee::app::Server) {
-    let db = TestDb::new().await;
-    let mut cfg = config(&db);
-    tune(&mut cfg);
-    let server = start(&db, cfg, marquee::app::Tuning::default()).await;
+    let TestApp { server, db } = TestApp::configured(tune).await;
     (db, server)
 }
 
@@ -269,15 +266,18 @@ async fn closed_within(
     }
 }
 
-#[tokio::test]
-async fn idle_half_sent_and_keep_alive_connections_are_closed() {
-    use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_db, server) = spawn_with(|c| {
+/// A server with a 1 s header timeout and a 3 s idle timeout.
+async fn timeouts_server() -> (TestDb, marquee::app::Server) {
+    spawn_with(|c| {
         c.http_header_timeout = Duration::from_secs(1);
         c.http_idle_timeout = Duration::from_secs(3);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let (_db, server) = timeouts_server().await;
     let addr = server.http_addr;
     let connect = || tokio::net::TcpStream::connect(addr);
 
@@ -288,6 +288,14 @@ async fn idle_half_sent_and_keep_alive_connections_are_closed() {
         took <= Duration::from_millis(3500),
         "idle closed after {took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_half_sent_request_is_closed_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (_db, server) = timeouts_server().await;
+    let addr = server.http_addr;
+    let connect = || tokio::net::TcpStream::connect(addr);
 
     // Headers trickled a byte at a time (each byte resets any idle timer):
     // the header timeout still ends it.
@@ -310,6 +318,14 @@ async fn idle_half_sent_and_keep_alive_connections_are_closed() {
         took < Duration::from_millis(2500),
         "half-sent request closed after {took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_db, server) = timeouts_server().await;
+    let addr = server.http_addr;
+    let connect = || tokio::net::TcpStream::connect(addr);
 
     // A keep-alive connection after its answer: the next request's headers
     // are due within the header timeout too.
@@ -325,6 +341,14 @@ async fn idle_half_sent_and_keep_alive_connections_are_closed() {
         took <= Duration::from_millis(2000),
         "keep-alive closed after {took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_cut_at_the_idle_timeout_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_db, server) = timeouts_server().await;
+    let addr = server.http_addr;
+    let connect = || tokio::net::TcpStream::connect(addr);
 
     // A body that stalls after the headers: the request is cut at the idle
     // timeout (408), not left open.

@@ -3,13 +3,11 @@
 //! `LOG_FORMAT=json` every line of stdout is one JSON object a log shipper
 //! can parse.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestDb;
+use crate::harness::TestDb;
 use serde_json::Value;
 
 fn free_port() -> u16 {
@@ -31,7 +29,7 @@ fn serve(db: &TestDb, log: &Path, format: Option<&str>) -> Child {
         .current_dir(std::env::temp_dir())
         .env("DATABASE_URL", db.app_url())
         .env("MIGRATION_DATABASE_URL", &db.url)
-        .env("JWT_SECRET", common::JWT_SECRET)
+        .env("JWT_SECRET", crate::harness::JWT_SECRET)
         .env("PORT", free_port().to_string())
         .env("WS_PORT", free_port().to_string())
         .env("RUST_LOG", "info")

@@ -31,12 +31,10 @@
 //! a minute when green and bounded when red; random seeds make each CI run
 //! explore different sequences.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use marquee::app::Server;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -162,23 +160,6 @@ struct Watcher {
     view: BTreeMap<String, (String, bool)>,
 }
 
-fn seat_map(seats: &Value) -> BTreeMap<String, (String, bool)> {
-    seats
-        .as_array()
-        .expect("seats")
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().expect("seat id").to_owned(),
-                (
-                    s["status"].as_str().expect("status").to_owned(),
-                    s["mine"] == true,
-                ),
-            )
-        })
-        .collect()
-}
-
 fn strs(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .expect("array of ids")
@@ -214,16 +195,19 @@ async fn apply(
     others_bookings: &[String],
 ) -> Result<(), TestCaseError> {
     let raw = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| seats[*i].clone()).collect() };
+    // One's own holds when asked for and there are any, else any seats.
+    let choose = |held: &BTreeSet<String>, own: bool, idx: &[usize]| {
+        if own && !held.is_empty() {
+            pick(held, idx)
+        } else {
+            raw(idx)
+        }
+    };
     match op {
         Op::Hold { seats: idx, .. } => {
             let want = raw(idx);
             let set: BTreeSet<String> = want.iter().cloned().collect();
-            let f = call(
-                &mut a.c,
-                "hold_seats",
-                json!({"screening_id": screening, "seat_ids": want}),
-            )
-            .await;
+            let f = call(&mut a.c, "hold_seats", seat_data(screening, &want)).await;
             let renewal = set.is_subset(&a.held);
             match f["error"].as_str() {
                 None => {
@@ -246,18 +230,9 @@ async fn apply(
         Op::Release {
             seats: idx, own, ..
         } => {
-            let want = if *own && !a.held.is_empty() {
-                pick(&a.held, idx)
-            } else {
-                raw(idx)
-            };
+            let want = choose(&a.held, *own, idx);
             let set: BTreeSet<String> = want.iter().cloned().collect();
-            let f = call(
-                &mut a.c,
-                "release_seats",
-                json!({"screening_id": screening, "seat_ids": want}),
-            )
-            .await;
+            let f = call(&mut a.c, "release_seats", seat_data(screening, &want)).await;
             prop_assert!(f.get("error").is_none(), "release_seats: {}", f);
             let released = strs(&f["data"]["seat_ids"]);
             let expected: BTreeSet<String> = set.intersection(&a.held).cloned().collect();
@@ -272,18 +247,9 @@ async fn apply(
         Op::Book {
             seats: idx, own, ..
         } => {
-            let want = if *own && !a.held.is_empty() {
-                pick(&a.held, idx)
-            } else {
-                raw(idx)
-            };
+            let want = choose(&a.held, *own, idx);
             let set: BTreeSet<String> = want.iter().cloned().collect();
-            let f = call(
-                &mut a.c,
-                "book_seats",
-                json!({"screening_id": screening, "seat_ids": want}),
-            )
-            .await;
+            let f = call(&mut a.c, "book_seats", seat_data(screening, &want)).await;
             let all_mine = set.is_subset(&a.held);
             match f["error"].as_str() {
                 None => {
@@ -331,14 +297,12 @@ async fn apply(
 }
 
 async fn subscribe(c: &mut Client, screening: &str) -> Watcher {
-    let f = c
-        .request("subscribe_hall", json!({"screening_id": screening}))
-        .await;
+    let f = c.subscribe(screening).await.0;
     assert!(f.get("error").is_none(), "subscribe: {f}");
     Watcher {
         eid: f["eid"].as_str().expect("eid").to_owned(),
         version: f["data"]["version"].as_i64().expect("version"),
-        view: seat_map(&f["data"]["seats"]),
+        view: seat_views(&f["data"]["seats"]),
     }
 }
 
@@ -350,7 +314,7 @@ async fn catch_up(c: &mut Client, w: &mut Watcher, version: i64) -> Result<(), T
         prop_assert_eq!(&f["eid"], &json!(w.eid));
         let v = f["data"]["version"].as_i64().expect("version");
         prop_assert_eq!(v, w.version + 1, "consecutive versions: {}", f);
-        for (id, state) in seat_map(&f["data"]["seats"]) {
+        for (id, state) in seat_views(&f["data"]["seats"]) {
             prop_assert!(w.view.contains_key(&id), "unknown seat {}", id);
             w.view.insert(id, state);
         }
@@ -366,15 +330,9 @@ async fn run_case(env: &Env, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Fresh connections each case, so a failed case leaves nothing behind.
     let mut actors = Vec::new();
     for (i, (token, id)) in env.users.iter().enumerate() {
-        let c = Client::connect_with(
-            env.server(i),
-            Connect {
-                bearer: Some(token.clone()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("connect with token");
+        let c = Client::connect_with(env.server(i), Connect::bearer(token))
+            .await
+            .expect("connect with token");
         actors.push(Actor {
             c,
             id: id.clone(),
@@ -522,9 +480,9 @@ async fn run_case(env: &Env, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .zip(user_watchers.iter_mut().chain(anon_watchers.iter_mut()));
     for ((c, me), w) in pairs {
         catch_up(c, w, version).await?;
-        let hall = c.ok("get_hall", json!({"screening_id": screening})).await;
+        let hall = c.get_hall(&screening).await.data();
         prop_assert_eq!(hall["version"].as_i64(), Some(version));
-        prop_assert_eq!(&seat_map(&hall["seats"]), &w.view, "view vs get_hall");
+        prop_assert_eq!(&seat_views(&hall["seats"]), &w.view, "view vs get_hall");
         let db_view: BTreeMap<String, (String, bool)> = states
             .iter()
             .map(|(s, (st, u))| {

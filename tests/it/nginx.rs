@@ -8,16 +8,14 @@
 //! (its `X-Forwarded-For` entry), not nginx's and not one it forged.
 //!
 //! nginx must be installed (`apt-get install nginx`; `.ci/run` does it):
-//! without it this test fails with one line saying so (`common::prereq`),
+//! without it this test fails with one line saying so (`crate::harness::prereq`),
 //! it never skips.
-
-mod common;
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use marquee::app::{Server, Tuning};
 use serde_json::{json, Value};
 
@@ -358,24 +356,14 @@ async fn websockets_pass_through_the_shipped_nginx_config() {
     for c in anons.iter_mut() {
         c.ok("subscribe_hall", sub.clone()).await;
     }
-    let r = neo
-        .ok(
-            "hold_seats",
-            json!({"screening_id": scr, "seat_ids": [s[0]]}),
-        )
-        .await;
+    let r = neo.hold(&scr, &[&s[0]]).await.data();
     for c in anons.iter_mut() {
         let u = c.push("hall_update").await;
         assert_eq!(u["data"]["version"], r["version"]);
         assert_eq!(u["data"]["seats"], json!([{"id": s[0], "status": "held"}]));
     }
     let (mut direct, _, _) = logged_in(&a, "trinity").await;
-    let r = direct
-        .ok(
-            "hold_seats",
-            json!({"screening_id": scr, "seat_ids": [s[1]]}),
-        )
-        .await;
+    let r = direct.hold(&scr, &[&s[1]]).await.data();
     for c in anons.iter_mut() {
         let u = c.push("hall_update").await;
         assert_eq!(u["data"]["version"], r["version"]);

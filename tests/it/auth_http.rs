@@ -3,13 +3,11 @@
 //! `POST /auth/logout` revokes the cookie's session everywhere and clears the
 //! cookie; both refuse a foreign Origin with 403 (login CSRF).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::harness::*;
 use base64::Engine;
-use common::*;
-use marquee::app::{Server, Tuning};
+use marquee::app::Server;
 use serde_json::{json, Value};
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
@@ -102,14 +100,20 @@ async fn post_session_sets_the_http_only_cookie() {
     assert_eq!(c.ok("me", json!({})).await["user"]["username"], "alice");
 }
 
+/// A server with `COOKIE_SECURE` and a one-hour token TTL, and bert's token.
+async fn secure_server() -> (TestApp, String) {
+    let app = TestApp::configured(|cfg| {
+        cfg.cookie_secure = true;
+        cfg.token_ttl = Duration::from_secs(3600);
+    })
+    .await;
+    let token = token_for(&app.server, "bert").await;
+    (app, token)
+}
+
 #[tokio::test]
-async fn cookie_secure_and_a_configured_ttl() {
-    let db = TestDb::new().await;
-    let mut cfg = config(&db);
-    cfg.cookie_secure = true;
-    cfg.token_ttl = Duration::from_secs(3600);
-    let server = start(&db, cfg, Tuning::default()).await;
-    let token = token_for(&server, "bert").await;
+async fn a_configured_token_ttl_is_the_tokens_lifetime() {
+    let (_app, token) = secure_server().await;
     let seg = token.split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -121,8 +125,14 @@ async fn cookie_secure_and_a_configured_ttl() {
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         3600
     );
+}
+
+#[tokio::test]
+async fn cookie_secure_marks_both_cookies_secure_with_the_ttl_as_max_age() {
+    let (app, token) = secure_server().await;
+    let server = &app.server;
     let (status, headers, _) =
-        post_session(&server, &json!({ "token": token }).to_string(), None).await;
+        post_session(server, &json!({ "token": token }).to_string(), None).await;
     assert_eq!(status, 204);
     assert_eq!(
         header(&headers, "set-cookie"),
@@ -130,7 +140,7 @@ async fn cookie_secure_and_a_configured_ttl() {
             "token={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age=3600; Secure"
         )]
     );
-    let (status, headers, _) = post_logout(&server, Some(&token), None).await;
+    let (status, headers, _) = post_logout(server, Some(&token), None).await;
     assert_eq!(status, 204);
     assert_eq!(
         header(&headers, "set-cookie"),
@@ -230,15 +240,16 @@ async fn post_logout_revokes_and_clears_the_cookie() {
     }
 }
 
+const FOREIGN: &str = "https://evil.example";
+
 #[tokio::test]
-async fn a_foreign_origin_cannot_set_or_clear_the_cookie() {
+async fn a_foreign_origin_cannot_set_the_cookie() {
     let app = TestApp::spawn().await;
     let token = token_for(&app.server, "emma").await;
-    let foreign = "https://evil.example";
     let (status, headers, body) = post_session(
         &app.server,
         &json!({ "token": token }).to_string(),
-        Some(foreign),
+        Some(FOREIGN),
     )
     .await;
     assert_eq!(status, 403, "{body}");
@@ -247,8 +258,13 @@ async fn a_foreign_origin_cannot_set_or_clear_the_cookie() {
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"error": "FORBIDDEN"})
     );
+}
 
-    let (status, headers, _) = post_logout(&app.server, Some(&token), Some(foreign)).await;
+#[tokio::test]
+async fn a_foreign_origin_cannot_clear_the_cookie() {
+    let app = TestApp::spawn().await;
+    let token = token_for(&app.server, "emma").await;
+    let (status, headers, _) = post_logout(&app.server, Some(&token), Some(FOREIGN)).await;
     assert_eq!(status, 403);
     assert!(header(&headers, "set-cookie").is_empty());
     // The session survived the cross-site logout attempt.

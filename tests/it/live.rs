@@ -5,12 +5,10 @@
 //! the same seats, subscription bookkeeping, oversized change sets, a lost
 //! LISTEN connection, and slow consumers.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use futures_util::future::join_all;
 use futures_util::SinkExt;
 use marquee::app::{Server, Tuning};
@@ -30,20 +28,7 @@ struct View {
 
 impl View {
     fn from_snapshot(d: &Value) -> View {
-        let seats = d["seats"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no seats in {d}"))
-            .iter()
-            .map(|s| {
-                (
-                    s["id"].as_str().expect("seat id").to_owned(),
-                    (
-                        s["status"].as_str().expect("status").to_owned(),
-                        s.get("mine") == Some(&Value::Bool(true)),
-                    ),
-                )
-            })
-            .collect();
+        let seats = seat_views(&d["seats"]);
         View {
             version: d["version"].as_i64().expect("version"),
             seats,
@@ -155,19 +140,24 @@ fn keys(v: &Value) -> Vec<String> {
     k
 }
 
-fn hold(screening: &str, seats: &[&String]) -> Value {
-    json!({"screening_id": screening, "seat_ids": seats})
-}
-
 /// Subscribes and returns the view of the answer.
 async fn subscribe(c: &mut Client, screening: &str) -> View {
-    let snap = c
-        .ok("subscribe_hall", json!({"screening_id": screening}))
-        .await;
+    let snap = c.subscribe(screening).await.data();
     View::from_snapshot(&snap)
 }
 
 /// One value of the Prometheus text of a server.
+/// A server with one pooled connection (snapshot reads happen one after
+/// the other, and a test can make them wait), and a subscriber of a 20×25
+/// hall: (app, screening, its seats, subscriber, its view).
+async fn one_connection_subscriber() -> (TestApp, String, Vec<String>, Client, View) {
+    let app = TestApp::configured(|c| c.pool_size = 1).await;
+    let (s, seats) = screening(&app.db, 20, 25, HOUR).await;
+    let mut w = Client::connect(&app.server).await;
+    let view = subscribe(&mut w, &s).await;
+    (app, s, seats, w, view)
+}
+
 async fn metric(server: &Server, name: &str) -> f64 {
     let (status, _, body) = http(server.http_addr, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200);
@@ -211,9 +201,7 @@ async fn a_hold_on_one_replica_is_pushed_to_a_subscriber_on_another() {
     assert_ne!(w.session["data"]["server"], alice.session["data"]["server"]);
 
     // The answer: the snapshot, with the request's eid.
-    let r = w
-        .request("subscribe_hall", json!({"screening_id": s}))
-        .await;
+    let r = w.subscribe(&s).await.0;
     assert_eq!(r["type"], "subscribe_hall");
     let eid = r["eid"].clone();
     let snap = &r["data"];
@@ -247,12 +235,10 @@ async fn a_hold_on_one_replica_is_pushed_to_a_subscriber_on_another() {
         (Some(1), Some(1))
     );
     // get_hall answers the same snapshot without subscribing.
-    let hall = alice.ok("get_hall", json!({"screening_id": s})).await;
+    let hall = alice.get_hall(&s).await.data();
     assert_eq!(&hall, snap);
 
-    let h = alice
-        .ok("hold_seats", hold(&s, &[&seats[1], &seats[4]]))
-        .await;
+    let h = alice.hold(&s, &[&seats[1], &seats[4]]).await.data();
     let u = w.push("hall_update").await;
     assert_eq!(u["eid"], eid, "pushes carry the subscribe request's eid");
     assert!(u["ts"].is_i64());
@@ -274,7 +260,7 @@ async fn a_hold_on_one_replica_is_pushed_to_a_subscriber_on_another() {
     let (mut bob, _, _) = logged_in(&b, "bob").await;
     let mut wa = app.client().await;
     let mut va = subscribe(&mut wa, &s).await;
-    let h = bob.ok("hold_seats", hold(&s, &[&seats[0]])).await;
+    let h = bob.hold(&s, &[&seats[0]]).await.data();
     follow(&mut wa, &mut va, h["version"].as_i64().unwrap()).await;
     assert_eq!(va.seats[&seats[0]], ("held".to_string(), false));
     b.shutdown().await;
@@ -289,23 +275,15 @@ async fn mine_marks_only_the_holders_own_seats_on_the_holders_connections() {
     let (mut bob, _, bob_id) = logged_in(&b, "bob").await;
     // Alice watches on another socket (on the other replica), bob and an
     // anonymous client watch too.
-    let mut alice2 = Client::connect_with(
-        &b,
-        Connect {
-            bearer: Some(alice_token),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut alice2 = Client::connect_with(&b, Connect::bearer(&alice_token))
+        .await
+        .unwrap();
     let mut va = subscribe(&mut alice2, &s).await;
     let mut vb = subscribe(&mut bob, &s).await;
     let mut anon = app.client().await;
     let mut vn = subscribe(&mut anon, &s).await;
 
-    let h = alice
-        .ok("hold_seats", hold(&s, &[&seats[0], &seats[1]]))
-        .await;
+    let h = alice.hold(&s, &[&seats[0], &seats[1]]).await.data();
     let v = h["version"].as_i64().unwrap();
     let fa = follow(&mut alice2, &mut va, v).await;
     let fb = follow(&mut bob, &mut vb, v).await;
@@ -350,7 +328,7 @@ async fn mine_marks_only_the_holders_own_seats_on_the_holders_connections() {
     assert!(mine(&vn).is_empty());
 
     // Booked seats are mine too; snapshots mark them for their owner only.
-    let bk = alice.ok("book_seats", hold(&s, &[&seats[0]])).await;
+    let bk = alice.book(&s, &[&seats[0]]).await.data();
     let v = bk["version"].as_i64().unwrap();
     follow(&mut alice2, &mut va, v).await;
     follow(&mut bob, &mut vb, v).await;
@@ -360,13 +338,13 @@ async fn mine_marks_only_the_holders_own_seats_on_the_holders_connections() {
         (&mut alice, alices.clone()),
         (&mut bob, vec![seats[3].clone()]),
     ] {
-        let snap = View::from_snapshot(&c.ok("get_hall", json!({"screening_id": s})).await);
+        let snap = View::from_snapshot(&c.get_hall(&s).await.data());
         assert_eq!(mine(&snap), expected);
     }
-    let snap = View::from_snapshot(&anon.ok("get_hall", json!({"screening_id": s})).await);
+    let snap = View::from_snapshot(&anon.get_hall(&s).await.data());
     assert!(mine(&snap).is_empty());
     // Released seats lose the mark.
-    let r = alice.ok("release_seats", hold(&s, &[&seats[1]])).await;
+    let r = alice.release(&s, &[&seats[1]]).await.data();
     follow(&mut alice2, &mut va, r["version"].as_i64().unwrap()).await;
     assert_eq!(va.seats[&seats[1]], ("free".to_string(), false));
     b.shutdown().await;
@@ -382,7 +360,7 @@ async fn changes_made_in_plain_sql_are_pushed() {
     let mut wb = Client::connect(&b).await;
     let mut vb = subscribe(&mut wb, &s).await;
     let (mut alice, _, _) = logged_in(&app.server, "alice").await;
-    alice.ok("hold_seats", hold(&s, &[&seats[5]])).await;
+    alice.hold(&s, &[&seats[5]]).await.data();
 
     // A DBA's plain UPDATE (a free and a held seat), as documented.
     sql(
@@ -476,14 +454,14 @@ async fn versions_grow_by_one_without_gaps_across_a_concurrent_burst() {
             for round in 0..8 {
                 let a = &seats[(i * 5 + round) % seats.len()];
                 let z = &seats[(i * 5 + round + 3) % seats.len()];
-                let r = c.request("hold_seats", hold(&s, &[a, z])).await;
+                let r = c.hold(&s, &[a, z]).await.0;
                 match r["error"].as_str() {
                     None => changed += 1,
                     Some("SEAT_UNAVAILABLE") => {}
                     Some(e) => panic!("unexpected {e}: {r}"),
                 }
                 if round % 2 == 1 {
-                    let r = c.ok("release_seats", hold(&s, &[a, z])).await;
+                    let r = c.release(&s, &[a, z]).await.data();
                     if !r["seat_ids"].as_array().unwrap().is_empty() {
                         changed += 1;
                     }
@@ -524,7 +502,7 @@ async fn versions_grow_by_one_without_gaps_across_a_concurrent_burst() {
     follow(&mut wb, &mut vb, version).await;
     assert_eq!(va.statuses(), truth);
     assert_eq!(vb.statuses(), truth);
-    let snap = View::from_snapshot(&wa.ok("get_hall", json!({"screening_id": s})).await);
+    let snap = View::from_snapshot(&wa.get_hall(&s).await.data());
     assert_eq!(va, snap);
     wa.no_push("hall_update", Duration::from_millis(200)).await;
     b.shutdown().await;
@@ -549,7 +527,7 @@ async fn a_change_right_after_subscribing_always_arrives_and_only_once() {
     .await;
     lock.wait_for_waiters(1).await;
     let before = metric(&b, "marquee_notifications_received_total").await;
-    let h = alice.ok("hold_seats", hold(&s, &[&seats[3]])).await;
+    let h = alice.hold(&s, &[&seats[3]]).await.data();
     wait_for!(
         "the notification on B",
         metric(&b, "marquee_notifications_received_total").await > before
@@ -583,7 +561,7 @@ async fn a_change_right_after_subscribing_always_arrives_and_only_once() {
         } else {
             "release_seats"
         };
-        let req = hold(&s, &[&seats[who]]);
+        let req = seat_data(&s, &[&seats[who]]);
         let mut w = Client::connect(&b).await;
         let (view, change) = if round % 4 < 2 {
             let (snap, change) = tokio::join!(
@@ -622,9 +600,9 @@ async fn a_change_right_after_subscribing_always_arrives_and_only_once() {
         let (snap, _) = tokio::join!(
             w.request("subscribe_hall", json!({"screening_id": s})),
             async {
-                let r = c.request("hold_seats", hold(&s, &[seat])).await;
+                let r = c.hold(&s, &[seat]).await.0;
                 if r.get("error").is_none() {
-                    c.ok("release_seats", hold(&s, &[seat])).await;
+                    c.release(&s, &[seat]).await.data();
                 }
             }
         );
@@ -667,7 +645,7 @@ async fn twenty_users_race_for_five_seats_on_two_replicas() {
         let seats = seats.clone();
         tokio::spawn(async move {
             let all: Vec<&String> = seats.iter().collect();
-            let r = c.request("hold_seats", hold(&s, &all)).await;
+            let r = c.hold(&s, &all).await.0;
             (c, id, r)
         })
     }))
@@ -680,7 +658,7 @@ async fn twenty_users_race_for_five_seats_on_two_replicas() {
             None => {
                 winners += 1;
                 let all: Vec<&String> = seats.iter().collect();
-                c.ok("release_seats", hold(&s, &all)).await;
+                c.release(&s, &all).await.data();
             }
             Some("SEAT_UNAVAILABLE") => {}
             Some(e) => panic!("unexpected {e}: {r}"),
@@ -698,7 +676,7 @@ async fn twenty_users_race_for_five_seats_on_two_replicas() {
             let mut won = Vec::new();
             for k in 0..seats.len() {
                 let seat = &seats[(i + k * 3) % seats.len()];
-                let r = c.request("hold_seats", hold(&s, &[seat])).await;
+                let r = c.hold(&s, &[seat]).await.0;
                 match r["error"].as_str() {
                     None => won.push(seat.clone()),
                     Some("SEAT_UNAVAILABLE") => {}
@@ -707,7 +685,7 @@ async fn twenty_users_race_for_five_seats_on_two_replicas() {
             }
             if !won.is_empty() {
                 let ws: Vec<&String> = won.iter().collect();
-                c.ok("book_seats", hold(&s, &ws)).await;
+                c.book(&s, &ws).await.data();
             }
             (c, id, won)
         })
@@ -730,10 +708,7 @@ async fn twenty_users_race_for_five_seats_on_two_replicas() {
     // Nobody else can book them now.
     for (i, c) in clients.iter_mut().enumerate().take(4) {
         let seat = &seats[i];
-        assert_eq!(
-            c.err("book_seats", hold(&s, &[seat])).await,
-            "SEAT_UNAVAILABLE"
-        );
+        assert_eq!(c.book(&s, &[seat]).await.error(), "SEAT_UNAVAILABLE");
     }
     // The database agrees: each seat booked once, by its winner.
     let q = app.db.psql().await;
@@ -762,13 +737,10 @@ async fn twenty_users_race_for_five_seats_on_two_replicas() {
 }
 
 #[tokio::test]
-async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
+async fn unsubscribe_without_a_subscription_answers_empty_and_a_bad_id_is_bad_request() {
     let app = TestApp::spawn().await;
-    let (s, seats) = screening(&app.db, 1, 4, HOUR).await;
-    let (s2, seats2) = screening(&app.db, 1, 2, HOUR).await;
-    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
+    let (s, _) = screening(&app.db, 1, 4, HOUR).await;
     let mut w = app.client().await;
-
     // Not subscribed (or naming nothing): still {}.
     for id in [s.as_str(), "999999999", "nope"] {
         let r = w
@@ -781,16 +753,21 @@ async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
         w.err("unsubscribe_hall", json!({"screening_id": 5})).await,
         "BAD_REQUEST"
     );
+}
 
-    let first = w
-        .request("subscribe_hall", json!({"screening_id": s}))
-        .await;
-    let second = w
-        .request("subscribe_hall", json!({"screening_id": s}))
-        .await;
+#[tokio::test]
+async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
+    let app = TestApp::spawn().await;
+    let (s, seats) = screening(&app.db, 1, 4, HOUR).await;
+    let (s2, seats2) = screening(&app.db, 1, 2, HOUR).await;
+    let (mut alice, _, _) = logged_in(&app.server, "alice").await;
+    let mut w = app.client().await;
+
+    let first = w.subscribe(&s).await.0;
+    let second = w.subscribe(&s).await.0;
     assert_ne!(first["eid"], second["eid"]);
     assert_eq!(metric(&app.server, "marquee_subscriptions").await, 1.0);
-    alice.ok("hold_seats", hold(&s, &[&seats[0]])).await;
+    alice.hold(&s, &[&seats[0]]).await.data();
     let u = w.push("hall_update").await;
     assert_eq!(u["eid"], second["eid"], "the new eid");
     w.no_push("hall_update", Duration::from_millis(300)).await;
@@ -804,15 +781,13 @@ async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
         w.err("subscribe_hall", json!({"screening_id": 7})).await,
         "BAD_REQUEST"
     );
-    alice.ok("hold_seats", hold(&s, &[&seats[1]])).await;
+    alice.hold(&s, &[&seats[1]]).await.data();
     let u = w.push("hall_update").await;
     assert_eq!(u["eid"], second["eid"]);
 
     // Two screenings at once: each push carries its own subscription's eid.
-    let other = w
-        .request("subscribe_hall", json!({"screening_id": s2}))
-        .await;
-    alice.ok("hold_seats", hold(&s2, &[&seats2[0]])).await;
+    let other = w.subscribe(&s2).await.0;
+    alice.hold(&s2, &[&seats2[0]]).await.data();
     let u = w.push("hall_update").await;
     assert_eq!(u["eid"], other["eid"]);
     assert_eq!(u["data"]["screening_id"], s2);
@@ -823,8 +798,8 @@ async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
         .await;
     assert_eq!(r["data"], json!({}));
     assert_eq!(metric(&app.server, "marquee_subscriptions").await, 1.0);
-    alice.ok("hold_seats", hold(&s, &[&seats[2]])).await;
-    alice.ok("hold_seats", hold(&s2, &[&seats2[1]])).await;
+    alice.hold(&s, &[&seats[2]]).await.data();
+    alice.hold(&s2, &[&seats2[1]]).await.data();
     let u = w.push("hall_update").await;
     assert_eq!(u["data"]["screening_id"], s2);
     w.no_push("hall_update", Duration::from_millis(300)).await;
@@ -836,7 +811,7 @@ async fn unsubscribe_stops_pushes_and_resubscribe_replaces() {
     // Subscribing again after unsubscribing works (a fresh LISTEN).
     w.ok("unsubscribe_hall", json!({"screening_id": s2})).await;
     let mut view = subscribe(&mut w, &s).await;
-    let r = alice.ok("release_seats", hold(&s, &[&seats[0]])).await;
+    let r = alice.release(&s, &[&seats[0]]).await.data();
     follow(&mut w, &mut view, r["version"].as_i64().unwrap()).await;
     // Closing the connection drops its subscriptions.
     w.close().await;
@@ -855,7 +830,7 @@ async fn a_connection_has_at_most_sixteen_subscriptions() {
     }
     let mut w = app.client().await;
     for id in &ids[..16] {
-        w.ok("subscribe_hall", json!({"screening_id": id})).await;
+        w.subscribe(id).await.data();
     }
     let r = w
         .request("subscribe_hall", json!({"screening_id": ids[16]}))
@@ -892,8 +867,8 @@ async fn a_change_set_too_large_for_one_notification_sends_a_snapshot() {
     let mut wb = Client::connect(&b).await;
     let mut vb = subscribe(&mut wb, &s).await;
     // alice holds one seat and watches: her snapshots mark it as hers.
-    let h = alice.ok("hold_seats", hold(&s, &[&seats[499]])).await;
-    let mut va = View::from_snapshot(&alice.ok("subscribe_hall", json!({"screening_id": s})).await);
+    let h = alice.hold(&s, &[&seats[499]]).await.data();
+    let mut va = View::from_snapshot(&alice.subscribe(&s).await.data());
     assert_eq!(va.version, h["version"].as_i64().unwrap());
     follow(&mut wb, &mut vb, va.version).await;
 
@@ -919,7 +894,7 @@ async fn a_change_set_too_large_for_one_notification_sends_a_snapshot() {
     assert_eq!(va.seats[&seats[0]].0, "blocked");
 
     // Small changes are updates again.
-    let r = alice.ok("release_seats", hold(&s, &[&seats[499]])).await;
+    let r = alice.release(&s, &[&seats[499]]).await.data();
     let u = wb.push("hall_update").await;
     assert_eq!(u["data"]["version"], r["version"]);
     vb.apply(&u);
@@ -993,7 +968,7 @@ async fn a_lost_listen_connection_heals_and_resyncs_subscribers() {
         .get(0);
     assert_eq!(killed, 1);
     wait_for!("/ready to say 503", ready(&app.server).await == 503);
-    let missed = alice.ok("hold_seats", hold(&s, &[&seats[2]])).await;
+    let missed = alice.hold(&s, &[&seats[2]]).await.data();
     admin
         .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))
         .await
@@ -1011,7 +986,7 @@ async fn a_lost_listen_connection_heals_and_resyncs_subscribers() {
     );
 
     // Later updates still arrive, as updates.
-    let r = alice.ok("hold_seats", hold(&s, &[&seats[3]])).await;
+    let r = alice.hold(&s, &[&seats[3]]).await.data();
     let frames = follow(&mut w, &mut view, r["version"].as_i64().unwrap()).await;
     assert_eq!(frames.last().unwrap()["type"], "hall_update");
 
@@ -1029,14 +1004,14 @@ async fn a_lost_listen_connection_heals_and_resyncs_subscribers() {
         "a second reconnect",
         metric(&app.server, "marquee_listener_reconnects_total").await == 2.0
     );
-    let r = alice.ok("release_seats", hold(&s, &[&seats[3]])).await;
+    let r = alice.release(&s, &[&seats[3]]).await.data();
     follow(&mut w, &mut view, r["version"].as_i64().unwrap()).await;
     let (version, truth) = db_view(&app.db, &s).await;
     assert_eq!((view.version, view.statuses()), (version, truth));
     // New subscriptions work too (LISTEN on the new connection).
     let mut w2 = app.client().await;
     let mut v2 = subscribe(&mut w2, &s).await;
-    let r = alice.ok("hold_seats", hold(&s, &[&seats[4]])).await;
+    let r = alice.hold(&s, &[&seats[4]]).await.data();
     follow(&mut w2, &mut v2, r["version"].as_i64().unwrap()).await;
 }
 
@@ -1150,7 +1125,7 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
         .await
         .unwrap();
     settle!();
-    alice.ok("hold_seats", hold(&s, &[&seats[0]])).await;
+    alice.hold(&s, &[&seats[0]]).await.data();
     settle!();
     q.batch_execute(&format!("SELECT admin.block_seats({s}, {all})"))
         .await
@@ -1272,15 +1247,8 @@ async fn a_large_change_committed_while_a_subscribe_reads_its_snapshot_is_not_lo
 
 #[tokio::test]
 async fn a_large_change_committed_while_a_resync_reads_its_snapshot_is_not_lost() {
-    let db = TestDb::new().await;
-    // One pooled connection: snapshot reads happen one after the other.
-    let mut cfg = config(&db);
-    cfg.pool_size = 1;
-    let server = start(&db, cfg, Tuning::default()).await;
-    let (s, seats) = screening(&db, 20, 25, HOUR).await;
+    let (TestApp { db, server }, s, seats, mut w, mut view) = one_connection_subscriber().await;
     let all = ids_sql(&seats);
-    let mut w = Client::connect(&server).await;
-    let mut view = subscribe(&mut w, &s).await;
 
     // Change 1 (too large: a resync) arrives; its snapshot read waits.
     let lock = HallsLock::take(&db).await;
@@ -1305,16 +1273,10 @@ async fn a_large_change_committed_while_a_resync_reads_its_snapshot_is_not_lost(
 
 #[tokio::test]
 async fn a_change_already_in_a_resync_snapshot_is_not_pushed_again() {
-    let db = TestDb::new().await;
-    // One pooled connection, so the resync's read can be made to wait for
-    // it: changes arriving meanwhile are then older than its snapshot.
-    let mut cfg = config(&db);
-    cfg.pool_size = 1;
-    let server = start(&db, cfg, Tuning::default()).await;
-    let (s, seats) = screening(&db, 20, 25, HOUR).await;
+    // The resync's read can be made to wait for the one connection:
+    // changes arriving meanwhile are then older than its snapshot.
+    let (TestApp { db, server }, s, seats, mut w, mut view) = one_connection_subscriber().await;
     let all = ids_sql(&seats);
-    let mut w = Client::connect(&server).await;
-    let mut view = subscribe(&mut w, &s).await;
 
     // Another client's get_hall takes the only connection and waits.
     let lock = HallsLock::take(&db).await;

@@ -3,12 +3,10 @@
 //! closes the socket), the 64 KiB limit, the rate limit, the upgrade's path
 //! and Origin checks, pipelining, and the ranking of error codes.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use futures_util::{SinkExt, StreamExt};
 use marquee::app::Tuning;
 use marquee::shared::config::Config;
@@ -77,7 +75,7 @@ fn refused_status(r: Result<impl Sized, WsError>) -> u16 {
 }
 
 #[tokio::test]
-async fn session_frame_shape_and_replica_ids() {
+async fn the_session_frame_has_the_contracts_shape() {
     let app = TestApp::spawn().await;
     let before = now_ms();
     let c = app.client().await;
@@ -106,7 +104,15 @@ async fn session_frame_shape_and_replica_ids() {
         serde_json::json!(["box_office"]),
         "version 1.1 announces the box office"
     );
-    let server = s["data"]["server"].as_str().expect("server is a string");
+}
+
+#[tokio::test]
+async fn the_session_frame_names_the_replica_and_each_replica_differs() {
+    let app = TestApp::spawn().await;
+    let c = app.client().await;
+    let server = c.session["data"]["server"]
+        .as_str()
+        .expect("server is a string");
     assert!(!server.is_empty());
     assert_eq!(server, app.server.replica_id);
 
