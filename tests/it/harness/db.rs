@@ -223,9 +223,17 @@ pub fn clean_stale() {
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
-        if ["marquee-test-", "marquee-private-", "marquee-child-"]
-            .iter()
-            .any(|p| dead_pid(&name, p))
+        if [
+            "marquee-test-",
+            "marquee-private-",
+            "marquee-child-",
+            "marquee-roles-",
+            "marquee-nginx-",
+            "marquee-browser-",
+            "marquee-logs-",
+        ]
+        .iter()
+        .any(|p| dead_pid(&name, p))
         {
             let path = e.path();
             let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
