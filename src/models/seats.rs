@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::ModelError;
 use crate::core::db::Db;
 use crate::shared::ids::{BookingId, ScreeningId, SeatId, UserId};
+use crate::shared::values::SeatKind;
 
 /// The answer of a hold.
 #[derive(Debug, Clone)]
@@ -67,8 +68,9 @@ pub async fn hold_best(
     user: Option<UserId>,
     screening: ScreeningId,
     count: i32,
-    kinds: &[&str],
+    kinds: &[SeatKind],
 ) -> Result<(Vec<SeatId>, Hold), ModelError> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let c = db.conn().await?;
     let st = c
         .prepare_cached(
