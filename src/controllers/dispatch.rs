@@ -150,11 +150,8 @@ async fn route(
             }
             sent(kind, eid, &Empty {})
         }
-        Request::HoldSeats {
-            screening_id,
-            seat_ids,
-        } => {
-            let held = methods::seats::hold_seats(&ctx, screening_id, seat_ids).await?;
+        Request::HoldSeats(selection) => {
+            let held = methods::seats::hold_seats(&ctx, selection).await?;
             sent(kind, eid, &answers::held(&held))
         }
         Request::HoldBestAvailable {
@@ -166,20 +163,12 @@ async fn route(
                 methods::seats::hold_best_available(&ctx, screening_id, count, &kinds).await?;
             sent(kind, eid, &answers::held(&held))
         }
-        Request::ReleaseSeats {
-            screening_id,
-            seat_ids,
-        } => {
-            let (screening, released) =
-                methods::seats::release_seats(&ctx, screening_id, seat_ids).await?;
+        Request::ReleaseSeats(selection) => {
+            let (screening, released) = methods::seats::release_seats(&ctx, selection).await?;
             sent(kind, eid, &answers::released(screening, &released))
         }
-        Request::BookSeats {
-            screening_id,
-            seat_ids,
-        } => {
-            let (booking, version) =
-                methods::seats::book_seats(&ctx, screening_id, seat_ids).await?;
+        Request::BookSeats(selection) => {
+            let (booking, version) = methods::seats::book_seats(&ctx, selection).await?;
             sent(kind, eid, &answers::booking_changed(&booking, version))
         }
         Request::CancelBooking { booking_id } => {

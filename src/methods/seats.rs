@@ -6,9 +6,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Ctx, MethodError};
+use super::{Ctx, CurrentUser, MethodError};
 use crate::models::seats::{self, Booking, Release};
-use crate::shared::ids::{BookingId, Lookup, ScreeningId, SeatId};
+use crate::shared::ids::{BookingId, Lookup, ScreeningId, SeatId, SeatSelection};
 use crate::shared::values::SeatKind;
 
 /// A hold that was taken (or renewed): the answer of `hold_seats` and
@@ -23,13 +23,21 @@ pub struct Held {
     pub version: i64,
 }
 
-pub async fn hold_seats(
-    ctx: &Ctx<'_>,
-    screening: Lookup<ScreeningId>,
-    seat_ids: Lookup<Vec<SeatId>>,
-) -> Result<Held, MethodError> {
+/// The user, then the seats: `UNAUTHORIZED` ranks before `NOT_FOUND`.
+fn user_and_seats<'a>(
+    ctx: &Ctx<'a>,
+    selection: SeatSelection,
+) -> Result<(&'a CurrentUser, ScreeningId, Vec<SeatId>), MethodError> {
     let user = ctx.require_user()?;
-    let (screening, seats) = (screening.found()?, seat_ids.found()?);
+    Ok((
+        user,
+        selection.screening_id.found()?,
+        selection.seat_ids.found()?,
+    ))
+}
+
+pub async fn hold_seats(ctx: &Ctx<'_>, selection: SeatSelection) -> Result<Held, MethodError> {
+    let (user, screening, seats) = user_and_seats(ctx, selection)?;
     let hold = seats::hold(ctx.db, user.id, screening, &seats).await?;
     Ok(Held {
         screening,
@@ -71,11 +79,9 @@ pub async fn hold_best_available(
 /// with what was released.
 pub async fn release_seats(
     ctx: &Ctx<'_>,
-    screening: Lookup<ScreeningId>,
-    seat_ids: Lookup<Vec<SeatId>>,
+    selection: SeatSelection,
 ) -> Result<(ScreeningId, Release), MethodError> {
-    let user = ctx.require_user()?;
-    let (screening, seats) = (screening.found()?, seat_ids.found()?);
+    let (user, screening, seats) = user_and_seats(ctx, selection)?;
     let released = seats::release(ctx.db, user.id, screening, &seats).await?;
     Ok((screening, released))
 }
@@ -83,11 +89,9 @@ pub async fn release_seats(
 /// Books the user's held seats; returns the booking and the new version.
 pub async fn book_seats(
     ctx: &Ctx<'_>,
-    screening: Lookup<ScreeningId>,
-    seat_ids: Lookup<Vec<SeatId>>,
+    selection: SeatSelection,
 ) -> Result<(Booking, i64), MethodError> {
-    let user = ctx.require_user()?;
-    let (screening, seats) = (screening.found()?, seat_ids.found()?);
+    let (user, screening, seats) = user_and_seats(ctx, selection)?;
     Ok(seats::book(ctx.db, user.id, screening, &seats).await?)
 }
 

@@ -97,6 +97,16 @@ impl<T> Lookup<T> {
     }
 }
 
+/// Seats of one screening as a request names them (`hold_seats`,
+/// `release_seats`, `book_seats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatSelection {
+    pub screening_id: Lookup<ScreeningId>,
+    /// Duplicates removed, in the client's order; `Unknown` when any id
+    /// names nothing.
+    pub seat_ids: Lookup<Vec<SeatId>>,
+}
+
 /// The NOTIFY channel of a hall: one per hall, shared by its screenings.
 pub fn hall_channel(hall: HallId) -> String {
     format!("hall_{}", hall.0)

@@ -22,7 +22,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 
 use super::{ErrorCode, WireError, MAX_EID_CHARS};
-use crate::shared::ids::{BookingId, CinemaId, Lookup, ScreeningId, SeatId};
+use crate::shared::ids::{BookingId, CinemaId, Lookup, ScreeningId, SeatId, SeatSelection};
 use crate::shared::username::Username;
 use crate::shared::values::{SeatKind, TotpCode};
 
@@ -103,10 +103,7 @@ pub enum Request {
     },
     /// `screening_id`, then `seat_ids` (1 to 100 string ids, duplicates
     /// removed in order; any id naming nothing makes the list unknown).
-    HoldSeats {
-        screening_id: Lookup<ScreeningId>,
-        seat_ids: Lookup<Vec<SeatId>>,
-    },
+    HoldSeats(SeatSelection),
     /// `screening_id`, `count`, `kinds` (absent or null: standard and vip).
     HoldBestAvailable {
         screening_id: Lookup<ScreeningId>,
@@ -117,15 +114,9 @@ pub enum Request {
         kinds: Vec<SeatKind>,
     },
     /// As `HoldSeats`.
-    ReleaseSeats {
-        screening_id: Lookup<ScreeningId>,
-        seat_ids: Lookup<Vec<SeatId>>,
-    },
+    ReleaseSeats(SeatSelection),
     /// As `HoldSeats`.
-    BookSeats {
-        screening_id: Lookup<ScreeningId>,
-        seat_ids: Lookup<Vec<SeatId>>,
-    },
+    BookSeats(SeatSelection),
     /// `booking_id`.
     CancelBooking {
         booking_id: Lookup<BookingId>,
@@ -226,32 +217,14 @@ impl Request {
             "unsubscribe_hall" => Request::UnsubscribeHall {
                 screening_id: f.id("screening_id", ScreeningId::parse)?,
             },
-            "hold_seats" => {
-                let (screening_id, seat_ids) = f.seats()?;
-                Request::HoldSeats {
-                    screening_id,
-                    seat_ids,
-                }
-            }
+            "hold_seats" => Request::HoldSeats(f.seats()?),
             "hold_best_available" => Request::HoldBestAvailable {
                 screening_id: f.id("screening_id", ScreeningId::parse)?,
                 count: f.count()?,
                 kinds: f.kinds()?,
             },
-            "release_seats" => {
-                let (screening_id, seat_ids) = f.seats()?;
-                Request::ReleaseSeats {
-                    screening_id,
-                    seat_ids,
-                }
-            }
-            "book_seats" => {
-                let (screening_id, seat_ids) = f.seats()?;
-                Request::BookSeats {
-                    screening_id,
-                    seat_ids,
-                }
-            }
+            "release_seats" => Request::ReleaseSeats(f.seats()?),
+            "book_seats" => Request::BookSeats(f.seats()?),
             "cancel_booking" => Request::CancelBooking {
                 booking_id: f.id("booking_id", BookingId::parse)?,
             },
@@ -412,12 +385,11 @@ impl Fields<'_> {
     }
 
     /// `screening_id`, then `seat_ids`.
-    #[allow(clippy::type_complexity)]
-    fn seats(&self) -> Result<(Lookup<ScreeningId>, Lookup<Vec<SeatId>>), WireError> {
-        Ok((
-            self.id("screening_id", ScreeningId::parse)?,
-            self.ids("seat_ids", SeatId::parse)?,
-        ))
+    fn seats(&self) -> Result<SeatSelection, WireError> {
+        Ok(SeatSelection {
+            screening_id: self.id("screening_id", ScreeningId::parse)?,
+            seat_ids: self.ids("seat_ids", SeatId::parse)?,
+        })
     }
 
     /// A required string.
@@ -763,28 +735,23 @@ mod tests {
     #[test]
     fn seat_requests_read_the_screening_then_the_seats() {
         for name in ["hold_seats", "release_seats", "book_seats"] {
-            let (screening_id, seat_ids) = match req(
-                name,
-                json!({"screening_id": "2", "seat_ids": ["5", "4", "5"]}),
-            )
-            .unwrap()
-            {
-                Request::HoldSeats {
-                    screening_id,
-                    seat_ids,
-                }
-                | Request::ReleaseSeats {
-                    screening_id,
-                    seat_ids,
-                }
-                | Request::BookSeats {
-                    screening_id,
-                    seat_ids,
-                } => (screening_id, seat_ids),
+            let selection = |data: Value| match req(name, data).unwrap() {
+                Request::HoldSeats(s) | Request::ReleaseSeats(s) | Request::BookSeats(s) => s,
                 other => panic!("{name} parsed as {other:?}"),
             };
-            assert_eq!(screening_id, Lookup::Found(ScreeningId(2)));
-            assert_eq!(seat_ids, seats(&[5, 4]), "duplicates dropped, order kept");
+            assert_eq!(
+                selection(json!({"screening_id": "2", "seat_ids": ["5", "4", "5"]})),
+                SeatSelection {
+                    screening_id: Lookup::Found(ScreeningId(2)),
+                    seat_ids: seats(&[5, 4]),
+                },
+                "duplicates dropped, order kept"
+            );
+            assert_eq!(
+                selection(json!({"screening_id": "2", "seat_ids": ["1", "x", "1"]})).seat_ids,
+                Lookup::Unknown,
+                "an id naming nothing makes the list NOT_FOUND later"
+            );
             assert_eq!(
                 refused(name, json!({"screening_id": 2, "seat_ids": 5})),
                 "`screening_id` must be a string id",
@@ -800,10 +767,8 @@ mod tests {
                 not_ids
             );
             // A non-string anywhere is BAD_REQUEST even after an unknown id.
-            assert_eq!(
-                refused(name, json!({"screening_id": "x", "seat_ids": ["x", 2]})),
-                not_ids
-            );
+            let data = json!({"screening_id": "x", "seat_ids": ["x", 2]});
+            assert_eq!(refused(name, data), not_ids);
             let size = "`seat_ids` must hold 1 to 100 ids";
             assert_eq!(
                 refused(name, json!({"screening_id": "2", "seat_ids": []})),
@@ -813,27 +778,6 @@ mod tests {
             assert_eq!(
                 refused(name, json!({"screening_id": "2", "seat_ids": many})),
                 size
-            );
-            let r = req(
-                name,
-                json!({"screening_id": "2", "seat_ids": ["1", "x", "1"]}),
-            )
-            .unwrap();
-            assert!(
-                matches!(
-                    r,
-                    Request::HoldSeats {
-                        seat_ids: Lookup::Unknown,
-                        ..
-                    } | Request::ReleaseSeats {
-                        seat_ids: Lookup::Unknown,
-                        ..
-                    } | Request::BookSeats {
-                        seat_ids: Lookup::Unknown,
-                        ..
-                    }
-                ),
-                "an id naming nothing makes the list NOT_FOUND later: {r:?}"
             );
         }
     }
