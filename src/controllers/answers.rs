@@ -10,7 +10,7 @@ use crate::models::seats::{Booking, Release};
 use crate::shared::ids::ScreeningId;
 use crate::shared::protocol::answer::{
     self, AuthStarted, AuthVerified, BookingChanged, BookingOut, Bookings, CinemaOut, Cinemas,
-    Enrolment, FilmOut, HallRef, Released, ScreeningOut, Screenings, UserOut,
+    Enrolment, FilmOut, HallRef, Me, Released, ScreeningOut, Screenings, UserOut,
 };
 
 /// The wire's `user` object.
@@ -19,6 +19,11 @@ pub fn user(u: &CurrentUser) -> UserOut<'_> {
         id: u.id,
         username: &u.username,
     }
+}
+
+/// `me`.
+pub fn me(u: &CurrentUser) -> Me<'_> {
+    Me { user: user(u) }
 }
 
 pub fn started(s: Started) -> AuthStarted {

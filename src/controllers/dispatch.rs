@@ -15,7 +15,7 @@ use crate::methods::auth::Candidates;
 use crate::methods::{self, Ctx, CurrentUser, MethodError};
 use crate::shared::clock::now_ms;
 use crate::shared::ids::{Lookup, NotFound};
-use crate::shared::protocol::answer::{Empty, Me};
+use crate::shared::protocol::answer::Empty;
 use crate::shared::protocol::{error_frame, frame, push_frame, Envelope, Request};
 use crate::subscriptions::SubscriptionError;
 
@@ -108,13 +108,7 @@ async fn route(
         }
         Request::Me => {
             let me = methods::auth::me(&ctx)?;
-            sent(
-                kind,
-                eid,
-                &Me {
-                    user: answers::user(me),
-                },
-            )
+            sent(kind, eid, &answers::me(me))
         }
         Request::GetCinemas => {
             let list = methods::catalogue::get_cinemas(&ctx).await?;

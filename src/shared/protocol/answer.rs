@@ -276,3 +276,168 @@ pub struct ClientConfig {
     pub protocol: u32,
     pub ws_port: u16,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The exact bytes: clients may not care about key order, but the
+    //! answers must read as they did when they were JSON maps.
+
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn bytes(v: &impl Serialize) -> String {
+        serde_json::to_string(v).unwrap()
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap()
+    }
+
+    #[test]
+    fn session_and_auth_answers() {
+        let alice = || UserOut {
+            id: UserId(12),
+            username: "alice",
+        };
+        assert_eq!(
+            bytes(&Session::new("r1", Some(alice()))),
+            r#"{"features":["box_office"],"protocol":1,"server":"r1","user":{"id":"12","username":"alice"}}"#
+        );
+        assert_eq!(
+            bytes(&Session::new("r1", None)),
+            r#"{"features":["box_office"],"protocol":1,"server":"r1","user":null}"#
+        );
+        assert_eq!(bytes(&AuthStarted::user()), r#"{"status":"user"}"#);
+        let enrolment = Enrolment {
+            otpauth_url: "otpauth://x".into(),
+            qr_code: "data:q".into(),
+            secret: "AB".into(),
+        };
+        assert_eq!(
+            bytes(&AuthStarted::candidate(enrolment)),
+            r#"{"otpauth_url":"otpauth://x","qr_code":"data:q","secret":"AB","status":"candidate"}"#
+        );
+        let verified = AuthVerified {
+            expires_at: at(),
+            token: "t",
+            user: alice(),
+        };
+        assert_eq!(
+            bytes(&verified),
+            r#"{"expires_at":"2030-01-02T03:04:05.000Z","token":"t","user":{"id":"12","username":"alice"}}"#
+        );
+        assert_eq!(bytes(&Empty {}), "{}");
+    }
+
+    #[test]
+    fn seat_and_booking_answers() {
+        let seats = [SeatId(1), SeatId(2)];
+        let held = Held {
+            expires_at: at(),
+            screening_id: ScreeningId(7),
+            seat_ids: &seats,
+            version: 3,
+        };
+        assert_eq!(
+            bytes(&held),
+            r#"{"expires_at":"2030-01-02T03:04:05.000Z","screening_id":"7","seat_ids":["1","2"],"version":3}"#
+        );
+        let booking = || BookingOut {
+            created_at: at(),
+            currency: "EUR",
+            id: BookingId(5),
+            screening_id: ScreeningId(7),
+            seat_ids: &seats,
+            status: "confirmed",
+            total: 2300,
+        };
+        let one = r#"{"created_at":"2030-01-02T03:04:05.000Z","currency":"EUR","id":"5","screening_id":"7","seat_ids":["1","2"],"status":"confirmed","total":2300}"#;
+        let changed = BookingChanged {
+            booking: booking(),
+            version: 4,
+        };
+        assert_eq!(
+            bytes(&changed),
+            format!(r#"{{"booking":{one},"version":4}}"#)
+        );
+        let list = Bookings {
+            bookings: vec![booking()],
+        };
+        assert_eq!(bytes(&list), format!(r#"{{"bookings":[{one}]}}"#));
+    }
+
+    #[test]
+    fn catalogue_answers() {
+        let prices = json!({"standard": 1150, "vip": 1550});
+        let screening = ScreeningOut {
+            cinema_id: CinemaId(1),
+            currency: "EUR",
+            film: FilmOut {
+                age_rating: "12",
+                duration_min: 120,
+                id: FilmId(2),
+                title: "Film",
+            },
+            hall: HallRef {
+                id: HallId(3),
+                name: "Saal 1",
+            },
+            id: ScreeningId(4),
+            price: 1150,
+            prices: &prices,
+            seats_free: 9,
+            seats_total: 10,
+            starts_at: at(),
+        };
+        assert_eq!(
+            bytes(&Screenings {
+                screenings: vec![screening]
+            }),
+            concat!(
+                r#"{"screenings":[{"cinema_id":"1","currency":"EUR","#,
+                r#""film":{"age_rating":"12","duration_min":120,"id":"2","title":"Film"},"#,
+                r#""hall":{"id":"3","name":"Saal 1"},"id":"4","price":1150,"#,
+                r#""prices":{"standard":1150,"vip":1550},"seats_free":9,"seats_total":10,"#,
+                r#""starts_at":"2030-01-02T03:04:05.000Z"}]}"#
+            )
+        );
+        let cinema = CinemaOut {
+            address: "Street 1",
+            city: "Berlin",
+            id: CinemaId(1),
+            name: "Kino",
+            timezone: "Europe/Berlin",
+        };
+        assert_eq!(
+            bytes(&Cinemas {
+                cinemas: vec![cinema]
+            }),
+            r#"{"cinemas":[{"address":"Street 1","city":"Berlin","id":"1","name":"Kino","timezone":"Europe/Berlin"}]}"#
+        );
+    }
+
+    #[test]
+    fn http_answers() {
+        let ready = Health {
+            database: Some(true),
+            listener: Some(false),
+            status: "unavailable",
+        };
+        assert_eq!(
+            bytes(&ready),
+            r#"{"database":true,"listener":false,"status":"unavailable"}"#
+        );
+        let ok = Health {
+            database: None,
+            listener: None,
+            status: "ok",
+        };
+        assert_eq!(bytes(&ok), r#"{"status":"ok"}"#);
+        let config = ClientConfig {
+            protocol: 1,
+            ws_port: 3001,
+        };
+        assert_eq!(bytes(&config), r#"{"protocol":1,"ws_port":3001}"#);
+    }
+}
