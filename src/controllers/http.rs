@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::Value;
 use warp::http::{header, HeaderValue, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::{web, State};
 use crate::methods::auth::{authenticate, revoke_token, TokenCheck};
 use crate::shared::protocol::answer::{ClientConfig, Health, HttpError};
+use crate::shared::protocol::request::session_token;
 use crate::shared::protocol::{ErrorCode, PROTOCOL_VERSION};
 
 /// Largest accepted request body (`413` above it, on every path).
@@ -224,19 +224,9 @@ async fn set_session(origin: Option<String>, body: Bytes, s: Arc<State>) -> warp
     if !s.origin_allowed(origin.as_deref()) {
         return error(StatusCode::FORBIDDEN, ErrorCode::Forbidden);
     }
-    let token = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
-    let Some(token) = token else {
+    let Some(token) = session_token(&body) else {
         return error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
     };
-    // Cookie-safe tokens only: a JWT is base64url segments and dots.
-    if !token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
-    }
     match authenticate(&s.db, &s.auth, &token).await {
         TokenCheck::Valid(_) => {
             let lifetime = s.auth.verify(&token).map(|c| c.lifetime_s()).unwrap_or(0);

@@ -17,6 +17,9 @@
 //! An id that is a string but names nothing is no error here: it comes back
 //! as [`Lookup::Unknown`] and is answered `NOT_FOUND` after the login check
 //! (`UNAUTHORIZED` ranks between the two), in `controllers::dispatch`.
+//!
+//! The one request body of the HTTP port, `POST /auth/session`'s, is read
+//! here too ([`session_token`]).
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
@@ -239,6 +242,24 @@ impl Request {
                 ))
             }
         })
+    }
+}
+
+/// The token of `POST /auth/session`'s body `{"token":"<jwt>"}`, when it
+/// is a string of cookie-safe characters (a JWT is base64url segments and
+/// dots: nothing that could end the `Set-Cookie` value). `None` answers 401.
+pub fn session_token(body: &[u8]) -> Option<String> {
+    let Value::Object(mut obj) = serde_json::from_slice::<Value>(body).ok()? else {
+        return None;
+    };
+    match obj.remove("token") {
+        Some(Value::String(t))
+            if t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Some(t)
+        }
+        _ => None,
     }
 }
 
@@ -863,6 +884,30 @@ mod tests {
             ),
             count
         );
+    }
+
+    #[test]
+    fn the_session_body_gives_a_cookie_safe_token_or_nothing() {
+        assert_eq!(
+            session_token(br#"{"token":"eyJ.a-b_c.9"}"#).as_deref(),
+            Some("eyJ.a-b_c.9")
+        );
+        for body in [
+            &b"nope"[..],
+            br#"["t"]"#,
+            br#"{"token":5}"#,
+            br#"{"tok":"abc"}"#,
+            br#"{"token":"a;b"}"#,
+            br#"{"token":"a b"}"#,
+            br#"{"token":"a\r\nSet-Cookie: x"}"#,
+        ] {
+            assert_eq!(
+                session_token(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
