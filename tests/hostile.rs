@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use harness::*;
-use marquee::controllers::dispatch::METHODS;
+use marquee::shared::protocol::Request;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, MutexGuard};
@@ -703,9 +703,9 @@ async fn huge_lists_and_long_names_are_bad_requests() {
 
 #[tokio::test]
 async fn parameter_checks_agree_with_the_server_for_every_request_type() {
-    // `methods::validate` (what the fuzz target runs) against the real
+    // `Request::parse` (what the fuzz target runs) against the real
     // server: for every request type and each of these `data` objects,
-    // the server answers BAD_REQUEST exactly when `validate` refuses. The
+    // the server answers BAD_REQUEST exactly when `parse` refuses. The
     // connection is anonymous, so every other path ends before a change
     // (UNAUTHORIZED ranks after BAD_REQUEST).
     let _turn = one_at_a_time().await;
@@ -728,13 +728,14 @@ async fn parameter_checks_agree_with_the_server_for_every_request_type() {
         let data = sample.as_object().expect("object");
         // One connection per sample keeps each under the rate limit.
         let mut c = app.client().await;
-        for kind in METHODS {
-            let refused = marquee::methods::validate(kind, data).is_err();
+        for kind in Request::NAMES {
+            let frame = json!({"type": kind, "eid": "x", "data": data});
+            let refused = Request::parse(&frame.to_string()).is_err();
             let f = c.request(kind, sample.clone()).await;
             assert_eq!(
                 f["error"] == "BAD_REQUEST",
                 refused,
-                "sample {i}, {kind}: validate says refused={refused}, the server answered {f}"
+                "sample {i}, {kind}: parse says refused={refused}, the server answered {f}"
             );
         }
         c.close().await;

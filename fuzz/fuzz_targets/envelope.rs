@@ -1,15 +1,15 @@
 //! Fuzz target `envelope`: arbitrary bytes as a client's text frame.
 //!
-//! Runs what the server runs on a frame before any database call: the
-//! envelope parser (`parse_request`), then the parameter reading of every
-//! request type of the contract (`methods::validate`, the code path the
-//! handlers use) on the frame's `data`, and the writers of the answer
-//! frames. Nothing may panic, and these must hold:
+//! Runs what the server runs on a frame before any database call:
+//! `Request::parse` (the envelope, the request type and every parameter of
+//! `data`), then the writers of the answer frames. Nothing may panic, and
+//! these must hold:
 //!
-//! * a parsed request has a non-empty `type` and an `eid` of 1 to 128
-//!   characters; a refused frame has a message for people, and any `eid`
-//!   it read back is valid too;
-//! * parameter reading only ever refuses with `BAD_REQUEST` and a message;
+//! * a parsed request has an `eid` of 1 to 128 characters and a type of
+//!   the contract;
+//! * a refused frame is `BAD_REQUEST`, or `UNKNOWN_METHOD` for a readable
+//!   type that is none of the contract's, with a message for people; any
+//!   `eid` it read back is valid too;
 //! * every answer frame (response, error, push) is JSON whose `type` and
 //!   `eid` are exactly the client's, whatever characters they hold.
 //!
@@ -19,41 +19,41 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use marquee::controllers::dispatch::METHODS;
-use marquee::methods::{validate, MethodError};
+use marquee::shared::protocol::answer::Empty;
 use marquee::shared::protocol::{
-    error_frame, frame, parse_request, push_frame, ErrorCode, WireError, MAX_EID_CHARS,
+    error_frame, frame, push_frame, ErrorCode, Request, MAX_EID_CHARS,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fuzz_target!(|bytes: &[u8]| {
     let text = String::from_utf8_lossy(bytes);
-    match parse_request(&text) {
-        Ok(req) => {
-            assert!(!req.kind.is_empty());
-            assert_valid_eid(&req.eid);
-            for kind in METHODS.iter().copied().chain([req.kind.as_str()]) {
-                match validate(kind, &req.data) {
-                    Ok(()) => {}
-                    Err(MethodError::BadRequest(m)) => assert!(!m.is_empty(), "{kind}"),
-                    Err(e) => panic!("{kind}: parameter reading answered {e:?}"),
-                }
-            }
-            let ok = frame(&req.kind, Some(&req.eid), &json!({}));
-            assert_echoes(&ok, &req.kind, Some(&req.eid));
+    match Request::parse(&text) {
+        Ok((env, req)) => {
+            assert_valid_eid(&env.eid);
+            assert!(Request::NAMES.contains(&req.name()));
+            let ok = frame(req.name(), Some(&env.eid), &Empty {});
+            assert_echoes(&ok, req.name(), Some(&env.eid));
             let mut push = String::new();
-            push_frame(&mut push, "hall_update", &req.eid, "{}", 1);
-            assert_echoes(&push, "hall_update", Some(&req.eid));
+            push_frame(&mut push, "hall_update", &env.eid, "{}", 1);
+            assert_echoes(&push, "hall_update", Some(&env.eid));
         }
-        Err(bad) => {
-            assert!(!bad.message.is_empty());
-            if let Some(eid) = &bad.eid {
+        Err(refused) => {
+            assert!(!refused.error.message.is_empty());
+            match refused.error.code {
+                ErrorCode::BadRequest => {}
+                ErrorCode::UnknownMethod => {
+                    let kind = refused.kind.as_deref().expect("a readable type");
+                    assert!(!Request::NAMES.contains(&kind), "{kind} is known");
+                    assert!(refused.eid.is_some(), "UNKNOWN_METHOD after the eid");
+                }
+                other => panic!("parse answered {other:?}"),
+            }
+            if let Some(eid) = &refused.eid {
                 assert_valid_eid(eid);
             }
-            let kind = bad.kind.as_deref().unwrap_or("error");
-            let w = WireError::new(ErrorCode::BadRequest, bad.message);
-            let err = error_frame(kind, bad.eid.as_deref(), &w);
-            assert_echoes(&err, kind, bad.eid.as_deref());
+            let kind = refused.reply_kind();
+            let err = error_frame(kind, refused.eid.as_deref(), &refused.error);
+            assert_echoes(&err, kind, refused.eid.as_deref());
         }
     }
 });

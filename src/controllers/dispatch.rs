@@ -1,39 +1,23 @@
-//! Routes a well-formed request to its handler and turns the result into a
-//! frame. The contract's order of checks is kept: envelope errors and the
-//! rate limit come before this, parameter errors before login, login before
-//! lookups.
+//! Routes a parsed request to its handler and writes the answer. One flat
+//! match over [`Request`]: the request types are listed once, in
+//! `shared::protocol::request`. The contract's order of checks is kept:
+//! envelope and parameter errors (`Request::parse`) and the rate limit come
+//! before this; here login (`UNAUTHORIZED`, in the methods) comes before
+//! lookups (`NOT_FOUND`: ids that parsed as [`Lookup::Unknown`]).
 
 use std::net::IpAddr;
 
-use serde_json::Value;
+use serde::Serialize;
 
-use super::errors;
-use super::State;
+use super::{answers, errors, State};
 use crate::core::hub::Peer;
 use crate::methods::auth::Candidates;
-use crate::methods::params::Params;
 use crate::methods::{self, Ctx, CurrentUser, MethodError};
-use crate::shared::protocol::{error_frame, frame, ErrorCode, Request, WireError};
-
-/// Every request type of the contract.
-pub const METHODS: &[&str] = &[
-    "ping",
-    "auth_start",
-    "auth_verify",
-    "logout",
-    "me",
-    "get_cinemas",
-    "get_screenings",
-    "get_hall",
-    "subscribe_hall",
-    "unsubscribe_hall",
-    "hold_seats",
-    "hold_best_available",
-    "release_seats",
-    "book_seats",
-    "cancel_booking",
-    "get_bookings",
-];
+use crate::shared::clock::now_ms;
+use crate::shared::ids::{Lookup, NotFound};
+use crate::shared::protocol::answer::Empty;
+use crate::shared::protocol::{error_frame, frame, push_frame, Envelope, Request};
+use crate::subscriptions::SubscriptionError;
 
 /// The per-connection state a request may read or change.
 pub struct ConnState {
@@ -54,127 +38,148 @@ pub enum Answer {
     LoggedOut(String),
 }
 
-/// Handles one request; the outcome label goes to metrics.
-pub async fn handle(state: &State, conn: &mut ConnState, req: &Request) -> (Answer, &'static str) {
-    let kind = req.kind.as_str();
-    let p = Params(&req.data);
-    let ctx = Ctx {
-        db: &state.db,
-        auth: &state.auth,
-        user: conn.user.as_ref(),
-        address: conn.address,
-    };
-    let result: Result<Value, Fail> = match kind {
-        "ping" => Ok(Value::Object(Default::default())),
-        "auth_start" => methods::auth::auth_start(&ctx, &p, &mut conn.candidates)
-            .await
-            .map_err(Fail::from),
-        "auth_verify" => methods::auth::auth_verify(&ctx, &p, &mut conn.candidates)
-            .await
-            .map_err(Fail::from),
-        "me" => methods::auth::me(&ctx).map_err(Fail::from),
-        "logout" => match methods::auth::logout(&ctx).await {
-            Ok(v) => {
-                let was_in = conn.user.is_some();
-                let f = frame(kind, Some(&req.eid), &v);
-                return if was_in {
-                    (Answer::LoggedOut(f), "ok")
-                } else {
-                    (Answer::Frame(f), "ok")
-                };
-            }
-            Err(e) => Err(e.into()),
-        },
-        "get_cinemas" => methods::catalogue::get_cinemas(&ctx)
-            .await
-            .map_err(Fail::from),
-        "get_screenings" => methods::catalogue::get_screenings(&ctx, &p)
-            .await
-            .map_err(Fail::from),
-        "hold_seats" => methods::seats::hold_seats(&ctx, &p)
-            .await
-            .map_err(Fail::from),
-        "hold_best_available" => methods::seats::hold_best_available(&ctx, &p)
-            .await
-            .map_err(Fail::from),
-        "release_seats" => methods::seats::release_seats(&ctx, &p)
-            .await
-            .map_err(Fail::from),
-        "book_seats" => methods::seats::book_seats(&ctx, &p)
-            .await
-            .map_err(Fail::from),
-        "cancel_booking" => methods::seats::cancel_booking(&ctx, &p)
-            .await
-            .map_err(Fail::from),
-        "get_bookings" => methods::seats::get_bookings(&ctx).await.map_err(Fail::from),
-        "get_hall" => match methods::hall_param(&p) {
-            Err(e) => Err(e.into()),
-            Ok(id) => match id.found() {
-                Err(e) => Err(e.into()),
-                Ok(id) => {
-                    let user = conn.user.as_ref().map(|u| u.id);
-                    match state.router.get_hall(id, user).await {
-                        Ok(json) => {
-                            let mut out = String::new();
-                            crate::shared::protocol::push_frame(
-                                &mut out,
-                                kind,
-                                &req.eid,
-                                &json,
-                                crate::shared::clock::now_ms(),
-                            );
-                            return (Answer::Frame(out), "ok");
-                        }
-                        Err(e) => Err(Fail::Wire(errors::subscription(&e))),
-                    }
-                }
-            },
-        },
-        "subscribe_hall" => match methods::hall_param(&p) {
-            Err(e) => Err(e.into()),
-            Ok(id) => match id.found() {
-                Err(e) => Err(e.into()),
-                Ok(id) => {
-                    let user = conn.user.as_ref().map(|u| u.id);
-                    match state.router.subscribe(&conn.peer, user, &req.eid, id).await {
-                        Ok(()) => return (Answer::Queued, "ok"),
-                        Err(e) => Err(Fail::Wire(errors::subscription(&e))),
-                    }
-                }
-            },
-        },
-        "unsubscribe_hall" => match methods::hall_param(&p) {
-            Err(e) => Err(e.into()),
-            Ok(id) => {
-                if let methods::params::Lookup::Found(id) = id {
-                    state.router.unsubscribe(conn.peer.id, id);
-                }
-                Ok(Value::Object(Default::default()))
-            }
-        },
-        _ => Err(Fail::Wire(WireError::new(
-            ErrorCode::UnknownMethod,
-            format!("unknown request type `{}`", truncate(kind, 64)),
-        ))),
-    };
-    match result {
-        Ok(v) => (Answer::Frame(frame(kind, Some(&req.eid), &v)), "ok"),
-        Err(f) => {
-            let w = match f {
+/// Handles one request; the outcome label ("ok" or the error code) goes to
+/// metrics.
+pub async fn handle(
+    state: &State,
+    conn: &mut ConnState,
+    env: &Envelope,
+    request: Request,
+) -> (Answer, &'static str) {
+    let kind = request.name();
+    match route(state, conn, kind, &env.eid, request).await {
+        Ok(answer) => (answer, "ok"),
+        Err(fail) => {
+            let w = match fail {
                 Fail::Method(e) => errors::method(&e),
-                Fail::Wire(w) => w,
+                Fail::Subscription(e) => errors::subscription(&e),
             };
             (
-                Answer::Frame(error_frame(kind, Some(&req.eid), &w)),
+                Answer::Frame(error_frame(kind, Some(&env.eid), &w)),
                 w.code.as_str(),
             )
         }
     }
 }
 
+/// A response frame of `kind` to `eid`.
+fn sent(kind: &str, eid: &str, data: &impl Serialize) -> Answer {
+    Answer::Frame(frame(kind, Some(eid), data))
+}
+
+async fn route(
+    state: &State,
+    conn: &mut ConnState,
+    kind: &'static str,
+    eid: &str,
+    request: Request,
+) -> Result<Answer, Fail> {
+    let ConnState {
+        peer,
+        user,
+        candidates,
+        address,
+    } = conn;
+    let ctx = Ctx {
+        db: &state.db,
+        auth: &state.auth,
+        user: user.as_ref(),
+        address: *address,
+    };
+    let user_id = ctx.user.map(|u| u.id);
+    Ok(match request {
+        Request::Ping => sent(kind, eid, &Empty {}),
+        Request::AuthStart { username } => {
+            let started = methods::auth::auth_start(&ctx, &username, candidates).await?;
+            sent(kind, eid, &answers::started(started))
+        }
+        Request::AuthVerify { username, code } => {
+            let session = methods::auth::auth_verify(&ctx, &username, &code, candidates).await?;
+            sent(kind, eid, &answers::verified(&session))
+        }
+        Request::Logout => {
+            methods::auth::logout(&ctx).await?;
+            let f = frame(kind, Some(eid), &Empty {});
+            if ctx.user.is_some() {
+                Answer::LoggedOut(f)
+            } else {
+                Answer::Frame(f)
+            }
+        }
+        Request::Me => {
+            let me = methods::auth::me(&ctx)?;
+            sent(kind, eid, &answers::me(me))
+        }
+        Request::GetCinemas => {
+            let list = methods::catalogue::get_cinemas(&ctx).await?;
+            sent(kind, eid, &answers::cinemas(&list))
+        }
+        Request::GetScreenings {
+            cinema_id,
+            from,
+            to,
+        } => {
+            let list = methods::catalogue::get_screenings(&ctx, cinema_id, from, to).await?;
+            sent(kind, eid, &answers::screenings(&list))
+        }
+        Request::GetHall { screening_id } => {
+            let json = state
+                .router
+                .get_hall(screening_id.found()?, user_id)
+                .await?;
+            // The snapshot is JSON already (rendered once, shared with pushes).
+            let mut out = String::new();
+            push_frame(&mut out, kind, eid, &json, now_ms());
+            Answer::Frame(out)
+        }
+        Request::SubscribeHall { screening_id } => {
+            let id = screening_id.found()?;
+            state.router.subscribe(peer, user_id, eid, id).await?;
+            Answer::Queued
+        }
+        Request::UnsubscribeHall { screening_id } => {
+            // Not subscribed, or to nothing that exists: `{}` all the same.
+            if let Lookup::Found(id) = screening_id {
+                state.router.unsubscribe(peer.id, id);
+            }
+            sent(kind, eid, &Empty {})
+        }
+        Request::HoldSeats(selection) => {
+            let held = methods::seats::hold_seats(&ctx, selection).await?;
+            sent(kind, eid, &answers::held(&held))
+        }
+        Request::HoldBestAvailable {
+            screening_id,
+            count,
+            kinds,
+        } => {
+            let held =
+                methods::seats::hold_best_available(&ctx, screening_id, count, &kinds).await?;
+            sent(kind, eid, &answers::held(&held))
+        }
+        Request::ReleaseSeats(selection) => {
+            let (screening, released) = methods::seats::release_seats(&ctx, selection).await?;
+            sent(kind, eid, &answers::released(screening, &released))
+        }
+        Request::BookSeats(selection) => {
+            let (booking, version) = methods::seats::book_seats(&ctx, selection).await?;
+            sent(kind, eid, &answers::booking_changed(&booking, version))
+        }
+        Request::CancelBooking { booking_id } => {
+            let (booking, version) = methods::seats::cancel_booking(&ctx, booking_id).await?;
+            sent(kind, eid, &answers::booking_changed(&booking, version))
+        }
+        Request::GetBookings => {
+            let list = methods::seats::get_bookings(&ctx).await?;
+            sent(kind, eid, &answers::bookings(&list))
+        }
+    })
+}
+
+/// Why a request failed, before it is mapped to a contract code (`errors`).
 enum Fail {
     Method(MethodError),
-    Wire(WireError),
+    Subscription(SubscriptionError),
 }
 
 impl From<MethodError> for Fail {
@@ -183,9 +188,14 @@ impl From<MethodError> for Fail {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
+impl From<SubscriptionError> for Fail {
+    fn from(e: SubscriptionError) -> Self {
+        Fail::Subscription(e)
+    }
+}
+
+impl From<NotFound> for Fail {
+    fn from(e: NotFound) -> Self {
+        Fail::Method(e.into())
     }
 }

@@ -12,24 +12,31 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::Serialize;
 use warp::http::{header, HeaderValue, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::{web, State};
 use crate::methods::auth::{authenticate, revoke_token, TokenCheck};
+use crate::shared::protocol::answer::{ClientConfig, Health, HttpError};
+use crate::shared::protocol::request::session_token;
 use crate::shared::protocol::{ErrorCode, PROTOCOL_VERSION};
 
 /// Largest accepted request body (`413` above it, on every path).
 pub const MAX_BODY: u64 = 16 * 1024;
 
-fn json_reply(status: StatusCode, v: Value) -> warp::reply::Response {
-    warp::reply::with_status(warp::reply::json(&v), status).into_response()
+fn json_reply(status: StatusCode, v: &impl Serialize) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(v), status).into_response()
 }
 
 /// A refusal on the HTTP port: the status and the contract's error code.
 pub(super) fn error(status: StatusCode, code: ErrorCode) -> warp::reply::Response {
-    json_reply(status, json!({ "error": code.as_str() }))
+    json_reply(
+        status,
+        &HttpError {
+            error: code.as_str(),
+        },
+    )
 }
 
 /// Every HTTP route.
@@ -44,7 +51,14 @@ pub fn routes(
     let health = warp::get()
         .and(warp::path("health"))
         .and(warp::path::end())
-        .map(|| json_reply(StatusCode::OK, json!({"status": "ok"})));
+        .map(|| {
+            let ok = Health {
+                database: None,
+                listener: None,
+                status: "ok",
+            };
+            json_reply(StatusCode::OK, &ok)
+        });
     let ready = warp::get()
         .and(warp::path("ready"))
         .and(warp::path::end())
@@ -52,16 +66,17 @@ pub fn routes(
         .then(|s: Arc<State>| async move {
             let db = s.db.ping().await;
             let listener = s.listener.is_up();
-            let status = if db && listener {
-                StatusCode::OK
+            let (status, word) = if db && listener {
+                (StatusCode::OK, "ready")
             } else {
-                StatusCode::SERVICE_UNAVAILABLE
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             };
-            json_reply(
-                status,
-                json!({"status": if db && listener {"ready"} else {"unavailable"},
-                       "database": db, "listener": listener}),
-            )
+            let health = Health {
+                database: Some(db),
+                listener: Some(listener),
+                status: word,
+            };
+            json_reply(status, &health)
         });
     // Exactly `/metrics`: `/metrics/` must not slip past a proxy rule that
     // hides `/metrics` (issue 12.7).
@@ -110,10 +125,11 @@ pub fn routes(
         .and(warp::path("config.json"))
         .and(warp::path::end())
         .map(move || {
-            json_reply(
-                StatusCode::OK,
-                json!({"ws_port": ws_port, "protocol": PROTOCOL_VERSION}),
-            )
+            let config = ClientConfig {
+                protocol: PROTOCOL_VERSION,
+                ws_port,
+            };
+            json_reply(StatusCode::OK, &config)
         });
     // Path before method: an unknown path is 404, not 405.
     let session = warp::path!("auth" / "session")
@@ -208,19 +224,9 @@ async fn set_session(origin: Option<String>, body: Bytes, s: Arc<State>) -> warp
     if !s.origin_allowed(origin.as_deref()) {
         return error(StatusCode::FORBIDDEN, ErrorCode::Forbidden);
     }
-    let token = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
-    let Some(token) = token else {
+    let Some(token) = session_token(&body) else {
         return error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
     };
-    // Cookie-safe tokens only: a JWT is base64url segments and dots.
-    if !token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
-    }
     match authenticate(&s.db, &s.auth, &token).await {
         TokenCheck::Valid(_) => {
             let lifetime = s.auth.verify(&token).map(|c| c.lifetime_s()).unwrap_or(0);

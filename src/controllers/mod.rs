@@ -3,6 +3,7 @@
 //! cookie, the demo web client). Methods and subscriptions meet here, and
 //! every internal error becomes a contract error code in `errors`.
 
+pub mod answers;
 pub mod dispatch;
 pub mod errors;
 pub mod http;

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -30,17 +29,17 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::dispatch::{self, Answer, ConnState, METHODS};
+use super::dispatch::{self, Answer, ConnState};
 use super::sessions::Control;
-use super::{upgrade, State};
+use super::{answers, upgrade, State};
 use crate::core::hub::{close, Outbound, PeerQueue};
 use crate::core::memory;
 use crate::core::metrics::Metrics;
-use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
+use crate::methods::auth::{authenticate, Candidates, TokenCheck};
 use crate::shared::address::client_address;
+use crate::shared::protocol::answer::Session;
 use crate::shared::protocol::{
-    error_frame, frame, parse_request, push_frame, ErrorCode, WireError, FEATURES, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    error_frame, frame, push_frame, ErrorCode, Request, WireError, MAX_FRAME_BYTES,
 };
 use crate::shared::rate::{retry_after_secs, TokenBucket};
 
@@ -124,16 +123,8 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
 }
 
 fn session_frame(state: &State, conn: &ConnState) -> String {
-    frame(
-        "session",
-        None,
-        &json!({
-            "user": user_json(conn.user.as_ref()),
-            "server": state.replica_id,
-            "protocol": PROTOCOL_VERSION,
-            "features": FEATURES,
-        }),
-    )
+    let user = conn.user.as_ref().map(answers::user);
+    frame("session", None, &Session::new(&state.replica_id, user))
 }
 
 async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, address: IpAddr) {
@@ -325,15 +316,14 @@ async fn on_frame(
     let parsed = if m.is_binary() {
         None
     } else {
-        m.to_text().ok().map(parse_request)
+        m.to_text().ok().map(Request::parse)
     };
-    let (kind, eid): (Option<String>, Option<String>) = match &parsed {
-        Some(Ok(r)) => (Some(r.kind.clone()), Some(r.eid.clone())),
-        Some(Err(m)) => (m.kind.clone(), m.eid.clone()),
+    let (kind, eid) = match &parsed {
+        Some(Ok((env, r))) => (Some(r.name()), Some(env.eid.as_str())),
+        Some(Err(refused)) => (refused.kind.as_deref(), refused.eid.as_deref()),
         None => (None, None),
     };
-    let (kind, eid) = (kind.as_deref(), eid.as_deref());
-    let label = kind.filter(|k| METHODS.contains(k)).unwrap_or("unknown");
+    let label = Request::label(kind);
     let reply_kind = kind.unwrap_or("error");
     let refusal = if let Err(wait) = bucket.take(Instant::now()) {
         Some(
@@ -343,7 +333,7 @@ async fn on_frame(
     } else {
         match &parsed {
             Some(Ok(_)) => None,
-            Some(Err(bad)) => Some(WireError::new(ErrorCode::BadRequest, bad.message)),
+            Some(Err(refused)) => Some(refused.error.clone()),
             None => Some(WireError::new(
                 ErrorCode::BadRequest,
                 "frames must be JSON text",
@@ -357,10 +347,10 @@ async fn on_frame(
             .send(Outbound::Text(error_frame(reply_kind, eid, &w)))
             .is_ok();
     }
-    let Some(Ok(req)) = parsed else {
+    let Some(Ok((env, req))) = parsed else {
         return true;
     };
-    let (answer, outcome) = dispatch::handle(state, conn, &req).await;
+    let (answer, outcome) = dispatch::handle(state, conn, &env, req).await;
     state.metrics.request(label, outcome);
     match answer {
         Answer::Frame(f) => conn.peer.send(Outbound::Text(f)).is_ok(),

@@ -64,69 +64,58 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
             );
         };
-        g(
-            &mut out,
-            "marquee_connections",
-            "Open WebSocket connections.",
-            "gauge",
-            self.connections.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_connections_total",
-            "WebSocket connections accepted.",
-            "counter",
-            self.connections_total.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_subscriptions",
-            "Active hall subscriptions.",
-            "gauge",
-            self.subscriptions.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_notifications_received_total",
-            "NOTIFY messages received on the LISTEN connection.",
-            "counter",
-            self.notifications_received.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_pushes_forwarded_total",
-            "hall_update and hall_snapshot pushes queued to sockets.",
-            "counter",
-            self.pushes_forwarded.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_slow_consumers_closed_total",
-            "Sockets closed with 1013 because their send queue was full.",
-            "counter",
-            self.slow_consumers_closed.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_resyncs_total",
-            "Screenings re-sent as hall_snapshot.",
-            "counter",
-            self.resyncs.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_listener_reconnects_total",
-            "Times the LISTEN connection was re-established.",
-            "counter",
-            self.listener_reconnects.load(Relaxed) as f64,
-        );
-        g(
-            &mut out,
-            "marquee_expired_holds_swept_total",
-            "Expired holds freed by this replica's sweep.",
-            "counter",
-            self.expired_holds_swept.load(Relaxed) as f64,
-        );
+        let gauge = |v: &AtomicI64| (v.load(Relaxed) as f64, "gauge");
+        let counter = |v: &AtomicU64| (v.load(Relaxed) as f64, "counter");
+        let singles = [
+            (
+                "marquee_connections",
+                "Open WebSocket connections.",
+                gauge(&self.connections),
+            ),
+            (
+                "marquee_connections_total",
+                "WebSocket connections accepted.",
+                counter(&self.connections_total),
+            ),
+            (
+                "marquee_subscriptions",
+                "Active hall subscriptions.",
+                gauge(&self.subscriptions),
+            ),
+            (
+                "marquee_notifications_received_total",
+                "NOTIFY messages received on the LISTEN connection.",
+                counter(&self.notifications_received),
+            ),
+            (
+                "marquee_pushes_forwarded_total",
+                "hall_update and hall_snapshot pushes queued to sockets.",
+                counter(&self.pushes_forwarded),
+            ),
+            (
+                "marquee_slow_consumers_closed_total",
+                "Sockets closed with 1013 because their send queue was full.",
+                counter(&self.slow_consumers_closed),
+            ),
+            (
+                "marquee_resyncs_total",
+                "Screenings re-sent as hall_snapshot.",
+                counter(&self.resyncs),
+            ),
+            (
+                "marquee_listener_reconnects_total",
+                "Times the LISTEN connection was re-established.",
+                counter(&self.listener_reconnects),
+            ),
+            (
+                "marquee_expired_holds_swept_total",
+                "Expired holds freed by this replica's sweep.",
+                counter(&self.expired_holds_swept),
+            ),
+        ];
+        for (name, help, (v, kind)) in singles {
+            g(&mut out, name, help, kind, v);
+        }
         let _ = writeln!(out, "# HELP marquee_requests_total Requests answered, by type and outcome.\n# TYPE marquee_requests_total counter");
         if let Ok(m) = self.requests.lock() {
             for ((kind, outcome), n) in m.iter() {

@@ -23,19 +23,17 @@ use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::params::Params;
 use super::{Ctx, CurrentUser, MethodError};
 use crate::core::db::Db;
 use crate::models::auth::{self as store, Outcome};
 use crate::models::ModelError;
-use crate::shared::clock::rfc3339;
 use crate::shared::config::Config;
-use crate::shared::ids::SessionId;
+use crate::shared::ids::{SessionId, UserId};
 use crate::shared::username::Username;
+use crate::shared::values::TotpCode;
 
 /// How long a candidate's secret stays valid.
 pub const CANDIDATE_TTL: Duration = Duration::from_secs(10 * 60);
@@ -181,14 +179,6 @@ pub async fn authenticate(db: &Db, keys: &AuthKeys, token: &str) -> TokenCheck {
     }
 }
 
-/// The `user` object of the wire.
-pub fn user_json(user: Option<&CurrentUser>) -> Value {
-    match user {
-        Some(u) => json!({"id": u.id, "username": u.username}),
-        None => Value::Null,
-    }
-}
-
 struct Candidate {
     secret: Vec<u8>,
     created: Instant,
@@ -205,41 +195,44 @@ impl Candidates {
     }
 }
 
-fn username(raw: &str) -> Result<Username, MethodError> {
-    Username::parse(raw)
-        .ok_or_else(|| MethodError::bad("usernames are 3 to 32 characters of a-z, 0-9, _ . -"))
+/// What `auth_start` found.
+#[derive(Debug, Clone)]
+pub enum Started {
+    /// The name belongs to a user, who logs in with a code.
+    User,
+    /// The name is free: this connection's candidate secret for it.
+    Candidate {
+        /// The standard Key URI ([`otpauth_url`]).
+        otpauth_url: String,
+        /// `otpauth_url` as an SVG QR code in a data URL.
+        qr_code: String,
+        /// The secret, base32.
+        secret: String,
+    },
 }
 
-/// The parameter of `auth_start`.
-pub fn start_params(p: &Params<'_>) -> Result<Username, MethodError> {
-    username(p.str("username")?)
-}
-
-/// The parameters of `auth_verify`: the name and a 6-digit code.
-pub fn verify_params<'p>(p: &'p Params<'_>) -> Result<(Username, &'p str), MethodError> {
-    let raw_name = p.str("username")?;
-    let code = p.str("code")?;
-    let name = username(raw_name)?;
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(MethodError::bad("`code` must be 6 digits"));
-    }
-    Ok((name, code))
+/// A successful `auth_verify`: a signed token for a new session.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    pub token: String,
+    pub user: UserId,
+    pub username: Username,
+    pub expires_at: chrono::DateTime<Utc>,
 }
 
 /// `auth_start`.
 pub async fn auth_start(
     ctx: &Ctx<'_>,
-    p: &Params<'_>,
+    name: &Username,
     candidates: &mut Candidates,
-) -> Result<Value, MethodError> {
-    let name = start_params(p)?;
-    if store::find_user(ctx.db, &name).await?.is_some() {
-        return Ok(json!({"status": "user"}));
+) -> Result<Started, MethodError> {
+    if store::find_user(ctx.db, name).await?.is_some() {
+        return Ok(Started::User);
     }
     if let Some(retry_after_s) = store::registration_retry_after(ctx.db, ctx.address).await? {
         return Err(ModelError::RegistrationLimited { retry_after_s }.into());
     }
-    let secret = match candidates.live(&name) {
+    let secret = match candidates.live(name) {
         Some(c) => c.secret.clone(),
         None => {
             if candidates.0.len() >= MAX_CANDIDATES {
@@ -260,13 +253,12 @@ pub async fn auth_start(
         }
     };
     let b32 = totp_rs::Secret::from(secret).to_base32();
-    let url = otpauth_url(&ctx.auth.issuer, &name, &b32);
-    Ok(json!({
-        "status": "candidate",
-        "qr_code": qr_data_url(&url)?,
-        "otpauth_url": url,
-        "secret": b32,
-    }))
+    let url = otpauth_url(&ctx.auth.issuer, name, &b32);
+    Ok(Started::Candidate {
+        qr_code: qr_data_url(&url)?,
+        otpauth_url: url,
+        secret: b32,
+    })
 }
 
 /// The standard Key URI (Google Authenticator's format).
@@ -324,24 +316,25 @@ fn unix_now() -> u64 {
 /// `auth_verify`.
 pub async fn auth_verify(
     ctx: &Ctx<'_>,
-    p: &Params<'_>,
+    name: &Username,
+    code: &TotpCode,
     candidates: &mut Candidates,
-) -> Result<Value, MethodError> {
-    let (name, code) = verify_params(p)?;
+) -> Result<LoggedIn, MethodError> {
+    let code = code.as_str();
     let ttl_s = i32::try_from(ctx.auth.token_ttl.as_secs()).unwrap_or(i32::MAX);
     let now = unix_now();
-    let outcome = if let Some(c) = candidates.live(&name) {
+    let outcome = if let Some(c) = candidates.live(name) {
         let secret = c.secret.clone();
         let step = matching_step(&secret, code, now);
         let sealed = ctx.auth.encrypt(&secret)?;
-        store::register(ctx.db, &name, Some(&sealed), step, ttl_s, ctx.address).await?
-    } else if let Some(user) = store::find_user(ctx.db, &name).await? {
+        store::register(ctx.db, name, Some(&sealed), step, ttl_s, ctx.address).await?
+    } else if let Some(user) = store::find_user(ctx.db, name).await? {
         let secret = ctx.auth.decrypt(&user.secret)?;
         let step = matching_step(&secret, code, now);
-        store::login(ctx.db, &name, step, ttl_s, ctx.address).await?
+        store::login(ctx.db, name, step, ttl_s, ctx.address).await?
     } else {
         // No user and no candidate here: a failure that counts.
-        store::register(ctx.db, &name, None, None, ttl_s, ctx.address).await?
+        store::register(ctx.db, name, None, None, ttl_s, ctx.address).await?
     };
     match outcome {
         Outcome::Ok(s) => {
@@ -356,12 +349,12 @@ pub async fn auth_verify(
                 iat: s.expires_at.timestamp() - i64::from(ttl_s),
                 exp: s.expires_at.timestamp(),
             };
-            let token = ctx.auth.sign(&claims)?;
-            Ok(json!({
-                "token": token,
-                "user": {"id": s.user, "username": name.as_str()},
-                "expires_at": rfc3339(&s.expires_at),
-            }))
+            Ok(LoggedIn {
+                token: ctx.auth.sign(&claims)?,
+                user: s.user,
+                username: name.clone(),
+                expires_at: s.expires_at,
+            })
         }
         Outcome::Invalid => Err(MethodError::InvalidCode),
         Outcome::Taken => {
@@ -378,17 +371,16 @@ pub async fn auth_verify(
 }
 
 /// `me`.
-pub fn me(ctx: &Ctx<'_>) -> Result<Value, MethodError> {
-    let user = ctx.require_user()?;
-    Ok(json!({ "user": user_json(Some(user)) }))
+pub fn me<'a>(ctx: &Ctx<'a>) -> Result<&'a CurrentUser, MethodError> {
+    ctx.require_user()
 }
 
 /// `logout`: revokes the session everywhere (also fine when anonymous).
-pub async fn logout(ctx: &Ctx<'_>) -> Result<Value, MethodError> {
+pub async fn logout(ctx: &Ctx<'_>) -> Result<(), MethodError> {
     if let Some(u) = ctx.user {
         store::revoke(ctx.db, u.session).await?;
     }
-    Ok(json!({}))
+    Ok(())
 }
 
 /// Revokes the session of a token (HTTP `POST /auth/logout`), if it is ours.

@@ -2,6 +2,7 @@
 //! contract's codes in one place.
 
 use crate::models::ModelError;
+use crate::shared::ids::NotFound;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MethodError {
@@ -18,6 +19,12 @@ pub enum MethodError {
     Model(#[from] ModelError),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<NotFound> for MethodError {
+    fn from(_: NotFound) -> Self {
+        MethodError::NotFound
+    }
 }
 
 impl MethodError {

@@ -1,24 +1,20 @@
-//! Request handlers: one function per request type, taking validated
-//! parameters and the connection's user, returning the response `data` or a
-//! [`MethodError`]. They never see sockets or frames; `controllers` parse,
-//! route and answer. Hall subscriptions are not here (see `subscriptions`).
+//! Request handlers: one function per request type, taking the typed
+//! parameters `shared::protocol::Request` read and the connection's user,
+//! returning domain values (models' structs) or a [`MethodError`]. They
+//! never see JSON, sockets or frames: `controllers` parse, route and write
+//! the answers. Hall subscriptions are not here (see `subscriptions`).
 
 pub mod auth;
 pub mod catalogue;
 pub mod error;
-pub mod params;
 pub mod seats;
 
 pub use error::MethodError;
 
 use std::net::IpAddr;
 
-use chrono::Utc;
-use serde_json::{Map, Value};
-
-use self::params::{Lookup, Params};
 use crate::core::db::Db;
-use crate::shared::ids::{ScreeningId, SessionId, UserId};
+use crate::shared::ids::{SessionId, UserId};
 
 /// The logged-in user of a connection.
 #[derive(Debug, Clone)]
@@ -40,35 +36,9 @@ pub struct Ctx<'a> {
     pub address: IpAddr,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     /// The user, or `UNAUTHORIZED`.
-    pub fn require_user(&self) -> Result<&CurrentUser, MethodError> {
+    pub fn require_user(&self) -> Result<&'a CurrentUser, MethodError> {
         self.user.ok_or(MethodError::Unauthorized)
-    }
-}
-
-/// The parameter of `get_hall`, `subscribe_hall` and `unsubscribe_hall`
-/// (answered by the subscriptions layer).
-pub fn hall_param(p: &Params<'_>) -> Result<Lookup<ScreeningId>, MethodError> {
-    p.id("screening_id", ScreeningId::parse)
-}
-
-/// Reads the `data` of a request of type `kind` exactly as its handler
-/// does first, with no database and no user: `Err` is the handler's
-/// `BAD_REQUEST`, `Ok` means it would go on to the login and lookup checks.
-/// Types that read no parameters pass, and so do unknown types (the
-/// dispatcher answers those `UNKNOWN_METHOD`). The fuzz target in `fuzz/`
-/// runs it on arbitrary input.
-pub fn validate(kind: &str, data: &Map<String, Value>) -> Result<(), MethodError> {
-    let p = Params(data);
-    match kind {
-        "auth_start" => auth::start_params(&p).map(drop),
-        "auth_verify" => auth::verify_params(&p).map(drop),
-        "get_screenings" => catalogue::ScreeningsQuery::parse(&p, Utc::now()).map(drop),
-        "get_hall" | "subscribe_hall" | "unsubscribe_hall" => hall_param(&p).map(drop),
-        "hold_seats" | "release_seats" | "book_seats" => seats::seat_params(&p).map(drop),
-        "cancel_booking" => seats::booking_param(&p).map(drop),
-        "hold_best_available" => seats::best_params(&p).map(drop),
-        _ => Ok(()),
     }
 }

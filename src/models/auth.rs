@@ -67,7 +67,7 @@ pub async fn find_user(db: &Db, name: &Username) -> Result<Option<StoredUser>, M
         }))
 }
 
-fn outcome(r: &tokio_postgres::Row) -> Result<Outcome, ModelError> {
+fn outcome_of(r: &tokio_postgres::Row) -> Result<Outcome, ModelError> {
     let kind: &str = r.get(0);
     Ok(match kind {
         "ok" => Outcome::Ok(NewSession {
@@ -91,6 +91,22 @@ fn outcome(r: &tokio_postgres::Row) -> Result<Outcome, ModelError> {
     })
 }
 
+/// Runs one of the auth functions that answer an outcome row
+/// (`api.auth_login`, `api.auth_register`), named with its arguments.
+async fn attempt(
+    db: &Db,
+    call: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Outcome, ModelError> {
+    let c = db.conn().await?;
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT outcome, retry_after_s, user_id, session_id, expires_at FROM {call}"
+        ))
+        .await?;
+    outcome_of(&c.query_one(&st, params).await?)
+}
+
 /// Records a login attempt; `step` is the time step the code matched, if any.
 pub async fn login(
     db: &Db,
@@ -99,17 +115,9 @@ pub async fn login(
     ttl_s: i32,
     address: IpAddr,
 ) -> Result<Outcome, ModelError> {
-    let c = db.conn().await?;
-    let st = c
-        .prepare_cached(
-            "SELECT outcome, retry_after_s, user_id, session_id, expires_at
-               FROM api.auth_login($1, $2, $3, $4)",
-        )
-        .await?;
-    outcome(
-        &c.query_one(&st, &[&name.as_str(), &step, &ttl_s, &address])
-            .await?,
-    )
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&name.as_str(), &step, &ttl_s, &address];
+    attempt(db, "api.auth_login($1, $2, $3, $4)", &params).await
 }
 
 /// Records a registration attempt of this connection's candidate (`secret`
@@ -122,17 +130,9 @@ pub async fn register(
     ttl_s: i32,
     address: IpAddr,
 ) -> Result<Outcome, ModelError> {
-    let c = db.conn().await?;
-    let st = c
-        .prepare_cached(
-            "SELECT outcome, retry_after_s, user_id, session_id, expires_at
-               FROM api.auth_register($1, $2, $3, $4, $5)",
-        )
-        .await?;
-    outcome(
-        &c.query_one(&st, &[&name.as_str(), &secret, &step, &ttl_s, &address])
-            .await?,
-    )
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&name.as_str(), &secret, &step, &ttl_s, &address];
+    attempt(db, "api.auth_register($1, $2, $3, $4, $5)", &params).await
 }
 
 /// Seconds until `address` may register another user, or `None` when it may

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::ModelError;
 use crate::core::db::Db;
 use crate::shared::ids::{BookingId, ScreeningId, SeatId, UserId};
+use crate::shared::values::SeatKind;
 
 /// The answer of a hold.
 #[derive(Debug, Clone)]
@@ -39,19 +40,29 @@ fn ids(seats: &[SeatId]) -> Vec<i64> {
     seats.iter().map(|s| s.0).collect()
 }
 
+/// Runs `sql`, a call of one of the `api.*` functions that take (user,
+/// screening, seat ids) and answer one row.
+async fn seat_call(
+    db: &Db,
+    sql: &str,
+    user: UserId,
+    screening: ScreeningId,
+    seats: &[SeatId],
+) -> Result<tokio_postgres::Row, ModelError> {
+    let c = db.conn().await?;
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query_one(&st, &[&user.0, &screening.0, &ids(seats)])
+        .await?)
+}
+
 pub async fn hold(
     db: &Db,
     user: UserId,
     screening: ScreeningId,
     seats: &[SeatId],
 ) -> Result<Hold, ModelError> {
-    let c = db.conn().await?;
-    let st = c
-        .prepare_cached("SELECT expires_at, version FROM api.hold_seats($1, $2, $3)")
-        .await?;
-    let r = c
-        .query_one(&st, &[&user.0, &screening.0, &ids(seats)])
-        .await?;
+    let sql = "SELECT expires_at, version FROM api.hold_seats($1, $2, $3)";
+    let r = seat_call(db, sql, user, screening, seats).await?;
     Ok(Hold {
         expires_at: r.get(0),
         version: r.get(1),
@@ -67,8 +78,9 @@ pub async fn hold_best(
     user: Option<UserId>,
     screening: ScreeningId,
     count: i32,
-    kinds: &[&str],
+    kinds: &[SeatKind],
 ) -> Result<(Vec<SeatId>, Hold), ModelError> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let c = db.conn().await?;
     let st = c
         .prepare_cached(
@@ -94,13 +106,8 @@ pub async fn release(
     screening: ScreeningId,
     seats: &[SeatId],
 ) -> Result<Release, ModelError> {
-    let c = db.conn().await?;
-    let st = c
-        .prepare_cached("SELECT seat_ids, version FROM api.release_seats($1, $2, $3)")
-        .await?;
-    let r = c
-        .query_one(&st, &[&user.0, &screening.0, &ids(seats)])
-        .await?;
+    let sql = "SELECT seat_ids, version FROM api.release_seats($1, $2, $3)";
+    let r = seat_call(db, sql, user, screening, seats).await?;
     let released: Vec<i64> = r.get(0);
     Ok(Release {
         seats: released.into_iter().map(SeatId).collect(),
@@ -131,15 +138,8 @@ pub async fn book(
     screening: ScreeningId,
     seats: &[SeatId],
 ) -> Result<(Booking, i64), ModelError> {
-    let c = db.conn().await?;
-    let st = c
-        .prepare_cached(&format!(
-            "SELECT {BOOKING_COLS}, version FROM api.book_seats($1, $2, $3)"
-        ))
-        .await?;
-    let r = c
-        .query_one(&st, &[&user.0, &screening.0, &ids(seats)])
-        .await?;
+    let sql = format!("SELECT {BOOKING_COLS}, version FROM api.book_seats($1, $2, $3)");
+    let r = seat_call(db, &sql, user, screening, seats).await?;
     Ok((booking(&r), r.get(7)))
 }
 

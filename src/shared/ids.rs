@@ -72,6 +72,41 @@ bigint_id!(
 /// A row of `sessions`; the JWT's `jti`.
 pub type SessionId = uuid::Uuid;
 
+/// An id read from a request: one that parsed, or a string that can name
+/// nothing. The difference matters for the contract's order of errors: a
+/// non-string id is `BAD_REQUEST` at once, an unknown one `NOT_FOUND` only
+/// after the checks that rank before it (login).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<T> {
+    Found(T),
+    Unknown,
+}
+
+/// An id that names nothing (the caller answers `NOT_FOUND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not found")]
+pub struct NotFound;
+
+impl<T> Lookup<T> {
+    /// The value, or [`NotFound`].
+    pub fn found(self) -> Result<T, NotFound> {
+        match self {
+            Lookup::Found(t) => Ok(t),
+            Lookup::Unknown => Err(NotFound),
+        }
+    }
+}
+
+/// Seats of one screening as a request names them (`hold_seats`,
+/// `release_seats`, `book_seats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatSelection {
+    pub screening_id: Lookup<ScreeningId>,
+    /// Duplicates removed, in the client's order; `Unknown` when any id
+    /// names nothing.
+    pub seat_ids: Lookup<Vec<SeatId>>,
+}
+
 /// The NOTIFY channel of a hall: one per hall, shared by its screenings.
 pub fn hall_channel(hall: HallId) -> String {
     format!("hall_{}", hall.0)

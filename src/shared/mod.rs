@@ -8,3 +8,4 @@ pub mod ids;
 pub mod protocol;
 pub mod rate;
 pub mod username;
+pub mod values;

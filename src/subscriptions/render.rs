@@ -1,42 +1,15 @@
 //! Wire JSON of snapshots and updates, written once per change and shared.
-
-use serde::Serialize;
+//! The shapes are `shared::protocol::answer`'s; this fills them from the
+//! models' snapshot and change set, with `mine` for one user.
 
 use crate::models::catalogue::HallSnapshot;
 use crate::models::changes::ChangeSet;
-use crate::shared::ids::{HallId, ScreeningId, SeatId, UserId};
-
-#[derive(Serialize)]
-struct HallRef<'a> {
-    id: HallId,
-    name: &'a str,
-}
-
-#[derive(Serialize)]
-struct SeatOut<'a> {
-    id: SeatId,
-    row: &'a str,
-    number: i32,
-    x: i32,
-    y: i32,
-    kind: &'a str,
-    status: &'static str,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    mine: bool,
-}
-
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    screening_id: ScreeningId,
-    hall: HallRef<'a>,
-    version: i64,
-    prices: &'a serde_json::Value,
-    seats: Vec<SeatOut<'a>>,
-}
+use crate::shared::ids::UserId;
+use crate::shared::protocol::answer::{HallRef, HallSnapshotOut, HallUpdate, SeatChange, SeatOut};
 
 /// The snapshot as `user` sees it (`mine` on their seats).
 pub fn snapshot(s: &HallSnapshot, user: Option<UserId>) -> String {
-    let out = SnapshotOut {
+    let out = HallSnapshotOut {
         screening_id: s.screening,
         hall: HallRef {
             id: s.hall,
@@ -62,30 +35,15 @@ pub fn snapshot(s: &HallSnapshot, user: Option<UserId>) -> String {
     serde_json::to_string(&out).unwrap_or_default()
 }
 
-#[derive(Serialize)]
-struct ChangeOut {
-    id: SeatId,
-    status: &'static str,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    mine: bool,
-}
-
-#[derive(Serialize)]
-struct UpdateOut {
-    screening_id: ScreeningId,
-    version: i64,
-    seats: Vec<ChangeOut>,
-}
-
 /// The `hall_update` data as `user` sees it.
 pub fn update(c: &ChangeSet, user: Option<UserId>) -> String {
-    let out = UpdateOut {
+    let out = HallUpdate {
         screening_id: c.screening,
         version: c.version,
         seats: c
             .seats
             .iter()
-            .map(|s| ChangeOut {
+            .map(|s| SeatChange {
                 id: s.seat,
                 status: s.status.as_str(),
                 mine: user.is_some() && s.user == user,

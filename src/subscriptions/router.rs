@@ -106,6 +106,17 @@ struct State {
     next_token: u64,
 }
 
+impl State {
+    /// The screenings a connection is subscribed to, copied out so the
+    /// caller can change the maps while it walks them.
+    fn screenings_of(&self, conn: ConnId) -> Vec<ScreeningId> {
+        self.by_conn
+            .get(&conn)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// The subscriptions of one replica.
 pub struct HallRouter<S: Snapshots = Db, L: Channels = Listener> {
     state: Mutex<State>,
@@ -269,12 +280,7 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
     /// Drops every subscription of a closed connection.
     pub fn drop_connection(&self, conn: ConnId) {
         let mut st = self.lock();
-        let screenings: Vec<ScreeningId> = st
-            .by_conn
-            .get(&conn)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        for s in screenings {
+        for s in st.screenings_of(conn) {
             self.remove_sub(&mut st, conn, s);
         }
         st.by_conn.remove(&conn);
@@ -305,11 +311,7 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
     pub fn set_user(self: &Arc<Self>, conn: ConnId, user: Option<UserId>) {
         let screenings: Vec<ScreeningId> = {
             let mut st = self.lock();
-            let list: Vec<ScreeningId> = st
-                .by_conn
-                .get(&conn)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default();
+            let list = st.screenings_of(conn);
             for s in &list {
                 if let Some(sub) = st.screens.get_mut(s).and_then(|sc| sc.subs.get_mut(&conn)) {
                     sub.user = user;
@@ -618,7 +620,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::core::hub::{Hub, PeerQueue};
+    use crate::core::hub::{Hub, Peer, PeerQueue};
     use crate::models::catalogue::Seat;
     use crate::models::changes::SeatStatus;
     use crate::shared::ids::{HallId, SeatId};
@@ -775,6 +777,20 @@ mod tests {
             .collect()
     }
 
+    /// A router with one anonymous connection subscribed (eid `s1`) to the
+    /// hall at `version`, the subscribe answer already taken off its queue.
+    /// The peer is returned so the queue stays open.
+    async fn subscribed_at(version: i64) -> (Arc<Router>, Arc<Halls>, Peer, PeerQueue) {
+        let (r, halls, _) = router();
+        let (peer, mut q) = Hub::default().register(1 << 20);
+        halls.release(snap(version, false));
+        r.subscribe(&peer, None, "s1", SCREENING)
+            .await
+            .expect("subscribed");
+        frames(&mut q);
+        (r, halls, peer, q)
+    }
+
     /// Lets spawned tasks (subscribe, resync) run up to their next wait.
     async fn settle() {
         for _ in 0..20 {
@@ -823,14 +839,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_gap_resyncs_with_a_snapshot_then_continues() {
-        let (r, halls, _) = router();
-        let hub = Hub::default();
-        let (peer, mut q) = hub.register(1 << 20);
-        halls.release(snap(5, false));
-        r.subscribe(&peer, None, "s1", SCREENING)
-            .await
-            .expect("subscribed");
-        frames(&mut q);
+        let (r, halls, _peer, mut q) = subscribed_at(5).await;
         // v6 went missing.
         r.on_notification(&change(7, 2, "held", Some(1)), Instant::now());
         settle().await;
@@ -847,14 +856,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_change_is_replaced_by_a_snapshot() {
-        let (r, halls, _) = router();
-        let hub = Hub::default();
-        let (peer, mut q) = hub.register(1 << 20);
-        halls.release(snap(5, false));
-        r.subscribe(&peer, None, "s1", SCREENING)
-            .await
-            .expect("subscribed");
-        frames(&mut q);
+        let (r, halls, _peer, mut q) = subscribed_at(5).await;
         r.on_notification(r#"{"s":7,"v":6,"r":1}"#, Instant::now());
         halls.release(snap(6, false));
         settle().await;
@@ -863,14 +865,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_older_than_what_arrived_meanwhile_is_read_again() {
-        let (r, halls, _) = router();
-        let hub = Hub::default();
-        let (peer, mut q) = hub.register(1 << 20);
-        halls.release(snap(5, false));
-        r.subscribe(&peer, None, "s1", SCREENING)
-            .await
-            .expect("subscribed");
-        frames(&mut q);
+        let (r, halls, _peer, mut q) = subscribed_at(5).await;
         r.resync_all();
         settle().await;
         // The snapshot read (v5) predates a resync notice at v6 that arrives while it is read.
