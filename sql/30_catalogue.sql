@@ -214,7 +214,9 @@ BEGIN
       FROM screenings AS sc
       JOIN halls AS h ON h.id = sc.hall_id
       JOIN seat_states AS ss ON ss.screening_id = sc.id
-      JOIN seats AS s ON s.id = ss.seat_id
+      -- The hall's seats by the hall's id (an index range): joined by seat id alone, the plan hashed every seat
+      -- of every hall, 4-5 ms a snapshot once the database held 36,000 seats.
+      JOIN seats AS s ON s.hall_id = sc.hall_id AND s.id = ss.seat_id
      WHERE sc.id = p_screening
      ORDER BY s.y, s.x, s.id;
 
