@@ -14,17 +14,24 @@
 //! socket `WS_DRAIN_TIMEOUT` (30 s: half the silence limit, so a stuck
 //! socket never outlives the liveness rules), and a client that does not
 //! take the bytes in that time is closed with 1013 and its memory freed.
+//!
+//! The TCP specifics (socket options, the upgrade) stay in `accept`; the
+//! connection loop and the writer are generic over the frames' [`Incoming`]
+//! stream and [`Outgoing`] sink, so `tests` drives them over channels on a
+//! paused clock.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+// The clock of the timers: a paused test runtime moves it (see `tests`).
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -64,7 +71,15 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// flight is 2.5 MB/s at a 100 ms round trip.
 const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 
-type Socket = WebSocketStream<TcpStream>;
+/// What a connection reads: a WebSocket's frames. The socket's read half in
+/// production; a channel in the unit tests, so the loop runs without TCP.
+pub trait Incoming: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static {}
+impl<T: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static> Incoming for T {}
+
+/// What a connection writes its frames to (the socket's write half, or a
+/// channel in the unit tests).
+pub trait Outgoing: Sink<Message, Error = WsError> + Unpin + Send + 'static {}
+impl<T: Sink<Message, Error = WsError> + Unpin + Send + 'static> Outgoing for T {}
 
 fn ws_config() -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
@@ -120,7 +135,8 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
     let socket =
         WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config()))
             .await;
-    connection(socket, state, check, address).await;
+    let (sink, stream) = socket.split();
+    connection(stream, sink, state, check, address).await;
 }
 
 fn session_frame(state: &State, conn: &ConnState) -> String {
@@ -136,14 +152,21 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
     )
 }
 
-async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, address: IpAddr) {
+/// One connection from its first frame to its last: the reader loop here,
+/// the writer in a task of its own. Knows nothing of TCP.
+async fn connection<S: Incoming, K: Outgoing>(
+    mut stream: S,
+    sink: K,
+    state: Arc<State>,
+    check: TokenCheck,
+    address: IpAddr,
+) {
     let (peer, queue) = state.hub.register(state.send_queue_bytes);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     state
         .metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
-    let (sink, mut stream) = socket.split();
     let (done_tx, mut writer_done) = watch::channel(false);
     let closer = queue.closer.clone();
     let writer = tokio::spawn(writer(
@@ -209,10 +232,10 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, addres
     }
 }
 
-async fn serve(
+async fn serve<S: Incoming>(
     state: &State,
     conn: &mut ConnState,
-    stream: &mut futures_util::stream::SplitStream<Socket>,
+    stream: &mut S,
     writer_done: &mut watch::Receiver<bool>,
     ctl_rx: &mut mpsc::Receiver<Control>,
 ) {
@@ -373,13 +396,11 @@ async fn on_frame(
     }
 }
 
-type Sink = futures_util::stream::SplitSink<Socket, Message>;
-
 /// Drains the queue into the socket, batching what is ready into one flush.
 /// Every write must finish within `drain`; a client that does not take the
 /// bytes in time is closed (1013) without waiting any longer.
-async fn writer(
-    mut sink: Sink,
+async fn writer<K: Outgoing>(
+    mut sink: K,
     mut queue: PeerQueue,
     done: watch::Sender<bool>,
     drain: Duration,
@@ -428,7 +449,11 @@ enum Step {
 }
 
 /// One write to the socket; false when the connection is over.
-async fn write_step(sink: &mut Sink, queue: &mut PeerQueue, step: Step) -> Result<bool, WsError> {
+async fn write_step<K: Outgoing>(
+    sink: &mut K,
+    queue: &mut PeerQueue,
+    step: Step,
+) -> Result<bool, WsError> {
     match step {
         Step::Close(code) => {
             sink.send(close_message(code)).await?;
@@ -485,3 +510,6 @@ fn reason(code: u16) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests;
