@@ -58,10 +58,12 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 /// Frames tungstenite buffers before we can see them; we enforce the
 /// contract's 64 KiB ourselves so the close code is exact.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
-/// tungstenite's read buffer per socket (its default is 128 KiB, zero-filled
-/// on the first read: the largest part of an idle socket's memory). Client
-/// frames are small; a large one just takes more reads.
-const READ_BUFFER: usize = 4 * 1024;
+/// tungstenite's read buffer per socket, allocated at the upgrade and kept
+/// (its default is 128 KiB, zero-filled on the first read). Requests are a
+/// few hundred bytes; a larger frame grows the buffer as it arrives. 512
+/// bytes instead of 4 KiB took 3.5 KiB off every idle socket (the heap
+/// profile in docs/benchmarks.md).
+const READ_BUFFER: usize = 512;
 /// Bytes of queued frames tungstenite gathers before writing to the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
 /// The kernel's send buffer per socket (Linux doubles it). Left to
@@ -111,15 +113,39 @@ pub async fn serve_listener(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-async fn accept(mut stream: TcpStream, state: Arc<State>) {
+async fn accept(stream: TcpStream, state: Arc<State>) {
+    // Boxed: the handshake's futures (the upgrade's read buffer, the token
+    // check's database call) are large, and inline they would stay part of
+    // the connection's task, and of its memory, for its whole life.
+    let Some(shook) = Box::pin(handshake(stream, &state)).await else {
+        return;
+    };
+    let socket = WebSocketStream::from_partially_read(
+        shook.stream,
+        shook.leftover,
+        Role::Server,
+        Some(ws_config()),
+    )
+    .await;
+    let (sink, stream) = socket.split();
+    connection(stream, sink, state, shook.check, shook.address).await;
+}
+
+/// A socket past the upgrade: what the connection starts with.
+struct Upgraded {
+    stream: TcpStream,
+    /// Bytes the client sent after its upgrade request.
+    leftover: Vec<u8>,
+    check: TokenCheck,
+    address: IpAddr,
+}
+
+/// Socket options, the upgrade request, the token check and the `101`.
+async fn handshake(mut stream: TcpStream, state: &State) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
-    let Some(req) = upgrade::read(&mut stream, &state).await else {
-        return;
-    };
-    let Ok(peer_addr) = stream.peer_addr() else {
-        return;
-    };
+    let req = upgrade::read(&mut stream, state).await?;
+    let peer_addr = stream.peer_addr().ok()?;
     let address = client_address(
         peer_addr.ip(),
         &req.forwarded_for,
@@ -129,14 +155,13 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
         None => TokenCheck::Invalid,
         Some(t) => authenticate(&state.db, &state.auth, t).await,
     };
-    if upgrade::accept(&mut stream, &req).await.is_err() {
-        return;
-    }
-    let socket =
-        WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config()))
-            .await;
-    let (sink, stream) = socket.split();
-    connection(stream, sink, state, check, address).await;
+    upgrade::accept(&mut stream, &req).await.ok()?;
+    Some(Upgraded {
+        stream,
+        leftover: req.leftover,
+        check,
+        address,
+    })
 }
 
 fn session_frame(state: &State, conn: &ConnState) -> String {
@@ -304,7 +329,10 @@ async fn serve<S: Incoming>(
                 }
                 if m.len() > MAX_FRAME_BYTES {
                     close::TOO_BIG
-                } else if on_frame(state, conn, &m, &mut bucket).await {
+                // Boxed: a request's future (any method's database calls)
+                // is large; inline it would be part of every connection's
+                // task, idle or not.
+                } else if Box::pin(on_frame(state, conn, &m, &mut bucket)).await {
                     continue;
                 } else {
                     return;
