@@ -20,9 +20,11 @@
 //! stream and [`Outgoing`] sink, so `tests` drives them over channels on a
 //! paused clock.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,7 +48,7 @@ use crate::core::metrics::Metrics;
 use crate::methods::auth::{authenticate, user_json, Candidates, TokenCheck};
 use crate::shared::address::client_address;
 use crate::shared::protocol::{
-    error_frame, frame, parse_request, push_frame, ErrorCode, WireError, FEATURES, MAX_FRAME_BYTES,
+    error_frame, frame, parse_request, ErrorCode, WireError, FEATURES, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 use crate::shared::rate::{retry_after_secs, TokenBucket};
@@ -436,10 +438,14 @@ async fn writer<K: Outgoing>(
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let closer = queue.closer.clone();
+    // Made once: a fresh one per wake-up would join and leave the Notify's
+    // waiter list (a lock each way) for every push.
+    let closed = closer.closed();
+    tokio::pin!(closed);
     let stuck = loop {
         let step = tokio::select! {
             biased;
-            code = closer.closed() => Step::Close(code),
+            code = &mut closed => Step::Close(code),
             // Before the queue: a queue that is never empty must not starve
             // the pings a quiet client answers to stay alive.
             _ = ping.tick() => Step::Ping,
@@ -448,10 +454,10 @@ async fn writer<K: Outgoing>(
                 None => break false,
             },
         };
-        match tokio::time::timeout(drain, write_step(&mut sink, &mut queue, step)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) | Ok(Err(_)) => break false,
-            Err(_) => break true,
+        match within(drain, write_step(&mut sink, &mut queue, step)).await {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) | Some(Err(_)) => break false,
+            None => break true,
         }
     };
     if stuck {
@@ -467,6 +473,17 @@ async fn writer<K: Outgoing>(
     }
     drop(sink);
     let _ = done.send(true);
+}
+
+/// `write` if it finishes within `limit`. The deadline is armed only when
+/// the write has to wait: almost every write completes at once, and a timer
+/// per write (one per push) costs a trip through the timer wheel.
+async fn within<F: Future>(limit: Duration, write: F) -> Option<F::Output> {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(out) = futures_util::poll!(write.as_mut()) {
+        return Some(out);
+    }
+    tokio::time::timeout(limit, write).await.ok()
 }
 
 /// What the writer does next.
@@ -512,11 +529,7 @@ async fn write_step<K: Outgoing>(
 fn to_message(o: Outbound) -> Message {
     match o {
         Outbound::Text(s) => Message::text(s),
-        Outbound::Push { push, eid } => {
-            let mut s = String::new();
-            push_frame(&mut s, push.kind, &eid, &push.data, push.ts);
-            Message::text(s)
-        }
+        Outbound::Push { push, eid } => Message::text(push.frame(&eid)),
         Outbound::Close(code) => close_message(code),
     }
 }

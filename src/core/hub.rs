@@ -12,15 +12,20 @@
 //!   client that floods requests without reading stops itself, while the
 //!   reader keeps running its timers.
 //!
-//! Pushes carry their `data` JSON in an `Arc`, serialized once for all
-//! subscribers; only the `eid` differs per socket and is spliced in by the
-//! writer. No lock here is held across an await.
+//! Pushes carry their frame in an `Arc`, rendered once for all subscribers
+//! around the one part that differs per socket: the `eid`, escaped once per
+//! subscription and spliced in by the writer. No lock here is held across
+//! an await.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, Notify};
+
+use crate::shared::protocol::{push_head, push_tail};
 
 /// Identifies one connection within this replica.
 pub type ConnId = u64;
@@ -47,15 +52,41 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-/// A push's shared part: serialized once, sent to many sockets.
+/// A push's shared part: its frame before and after the `eid`, rendered
+/// once for every subscriber of a change.
 #[derive(Debug)]
 pub struct SharedPush {
-    /// `hall_update` or `hall_snapshot`.
-    pub kind: &'static str,
-    /// The `data` object, already JSON.
-    pub data: String,
-    /// The server clock when the push was made.
-    pub ts: i64,
+    /// `{"type":…,"data":…,"eid":`
+    head: String,
+    /// `,"ts":…}`
+    tail: String,
+}
+
+impl SharedPush {
+    /// A push of `kind` (`hall_update`, `hall_snapshot`) with its `data`
+    /// already JSON, made at `ts`.
+    pub fn new(kind: &str, data_json: &str, ts: i64) -> Self {
+        let mut head = String::with_capacity(data_json.len() + kind.len() + 28);
+        push_head(&mut head, kind, data_json);
+        let mut tail = String::with_capacity(24);
+        push_tail(&mut tail, ts);
+        Self { head, tail }
+    }
+
+    /// The frame for one subscription, its `eid` given as a JSON string
+    /// literal. Sized exactly: a `Bytes` made from it needs no second
+    /// allocation.
+    pub fn frame(&self, eid_json: &str) -> String {
+        let mut out = String::with_capacity(self.head.len() + eid_json.len() + self.tail.len());
+        out.push_str(&self.head);
+        out.push_str(eid_json);
+        out.push_str(&self.tail);
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
 }
 
 /// One queued frame.
@@ -66,6 +97,8 @@ pub enum Outbound {
     /// A push, finished by the writer with this subscription's `eid`.
     Push {
         push: Arc<SharedPush>,
+        /// The eid as a JSON string literal
+        /// ([`crate::shared::protocol::json_str`]).
         eid: Arc<str>,
     },
     /// Send a close frame after everything queued before it (a graceful
@@ -79,7 +112,7 @@ impl Outbound {
         FRAME_OVERHEAD
             + match self {
                 Outbound::Text(s) => s.len(),
-                Outbound::Push { push, eid } => push.data.len() + eid.len(),
+                Outbound::Push { push, eid } => push.len() + eid.len(),
                 Outbound::Close(_) => 0,
             }
     }
@@ -98,7 +131,9 @@ struct Budget {
 #[derive(Debug, Default)]
 pub struct Closer {
     code: AtomicU16,
-    notify: Notify,
+    /// The one task waiting in [`Closer::closed`] (the writer, which polls
+    /// it on every wake-up, i.e. every push: a `Notify` took a lock per poll).
+    waiter: AtomicWaker,
 }
 
 impl Closer {
@@ -109,7 +144,7 @@ impl Closer {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if first {
-            self.notify.notify_one();
+            self.waiter.wake();
         }
         first
     }
@@ -119,15 +154,18 @@ impl Closer {
         Some(self.code.load(Ordering::Acquire)).filter(|c| *c != 0)
     }
 
-    /// Resolves with the close code once [`Closer::close`] was called.
+    /// Resolves with the close code once [`Closer::close`] was called. One
+    /// task at a time may wait (a second one would take the first's place).
     pub async fn closed(&self) -> u16 {
-        loop {
-            let code = self.code.load(Ordering::Acquire);
-            if code != 0 {
-                return code;
+        std::future::poll_fn(|cx| {
+            if let Some(code) = self.code() {
+                return Poll::Ready(code);
             }
-            self.notify.notified().await;
-        }
+            // Registered before the second look, so a close in between wakes us.
+            self.waiter.register(cx.waker());
+            self.code().map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 }
 

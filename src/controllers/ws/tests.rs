@@ -27,7 +27,7 @@ use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::{AuthKeys, TokenCheck};
 use crate::shared::config::Config;
-use crate::shared::protocol::MAX_FRAME_BYTES;
+use crate::shared::protocol::{json_str, MAX_FRAME_BYTES};
 use crate::subscriptions::HallRouter;
 
 const DRAIN: Duration = Duration::from_secs(20);
@@ -349,14 +349,14 @@ async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
         DRAIN,
         Arc::new(Metrics::default()),
     ));
-    let shared = Arc::new(SharedPush {
-        kind: "hall_update",
-        data: r#"{"screening_id":1,"version":2,"seats":[]}"#.into(),
-        ts: 1234,
-    });
+    let shared = Arc::new(SharedPush::new(
+        "hall_update",
+        r#"{"screening_id":1,"version":2,"seats":[]}"#,
+        1234,
+    ));
     let push = |eid: &str| Outbound::Push {
         push: shared.clone(),
-        eid: Arc::from(eid),
+        eid: Arc::from(json_str(eid)),
     };
     peer.send(Outbound::Text(r#"{"type":"ping","eid":"a"}"#.into()))
         .expect("queued");
