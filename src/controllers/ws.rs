@@ -4,8 +4,8 @@
 //!
 //! Per connection: requests are handled one at a time in arrival order (the
 //! reader awaits each), limited by a token bucket (burst 50, 50/s); frames
-//! over 64 KiB close with 1009; a peer silent for 60 s is dropped; the
-//! writer pings every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
+//! over 64 KiB close with 1009; a peer silent for 60 s is dropped; a ping
+//! is queued every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
 //! latency-bound) and small tungstenite buffers (idle sockets stay cheap).
 //!
 //! Slow readers: the send queue is bounded in bytes (`core::hub`). While it
@@ -268,7 +268,11 @@ async fn serve<S: Incoming>(
 ) {
     let mut bucket = TokenBucket::new(50, 50, Instant::now());
     let mut last_seen = Instant::now();
-    let mut silence = tokio::time::interval(Duration::from_secs(5));
+    let mut last_ping = Instant::now();
+    // The liveness timers: silence and pings. The ping is queued from here,
+    // not timed in the writer, which would poll its timer on every wake-up,
+    // i.e. every push.
+    let mut timers = tokio::time::interval(Duration::from_secs(5));
     let mut shutdown = state.shutdown.clone();
     if *shutdown.borrow() {
         let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY));
@@ -293,7 +297,7 @@ async fn serve<S: Incoming>(
             Drained,
             WriterDone,
             SessionEnded,
-            Silent,
+            Timers,
             Shutdown,
         }
         let event = tokio::select! {
@@ -302,9 +306,7 @@ async fn serve<S: Incoming>(
             _ = writer_done.wait_for(|d| *d) => Event::WriterDone,
             Some(Control::SessionEnded) = ctl_rx.recv() => Event::SessionEnded,
             _ = until_expiry => Event::SessionEnded,
-            _ = silence.tick() => {
-                if last_seen.elapsed() > SILENCE_LIMIT { Event::Silent } else { continue }
-            }
+            _ = timers.tick() => Event::Timers,
             _ = shutdown.changed() => Event::Shutdown,
         };
         let close_with = match event {
@@ -344,9 +346,16 @@ async fn serve<S: Incoming>(
                 end_session(state, conn).await;
                 continue;
             }
-            Event::Silent => {
+            Event::Timers if last_seen.elapsed() > SILENCE_LIMIT => {
                 conn.peer.close(close::GOING_AWAY);
                 return;
+            }
+            Event::Timers => {
+                if last_ping.elapsed() >= PING_EVERY {
+                    last_ping = Instant::now();
+                    let _ = conn.peer.send(Outbound::Ping);
+                }
+                continue;
             }
             Event::Shutdown => close::GOING_AWAY,
         };
@@ -436,7 +445,6 @@ async fn writer<K: Outgoing>(
     drain: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let closer = queue.closer.clone();
     // Made once: a fresh one per wake-up would join and leave the Notify's
     // waiter list (a lock each way) for every push.
@@ -446,9 +454,6 @@ async fn writer<K: Outgoing>(
         let step = tokio::select! {
             biased;
             code = &mut closed => Step::Close(code),
-            // Before the queue: a queue that is never empty must not starve
-            // the pings a quiet client answers to stay alive.
-            _ = ping.tick() => Step::Ping,
             msg = queue.recv() => match msg {
                 Some(msg) => Step::Frames(msg),
                 None => break false,
@@ -490,7 +495,6 @@ async fn within<F: Future>(limit: Duration, write: F) -> Option<F::Output> {
 enum Step {
     Close(u16),
     Frames(Outbound),
-    Ping,
 }
 
 /// One write to the socket; false when the connection is over.
@@ -503,10 +507,6 @@ async fn write_step<K: Outgoing>(
         Step::Close(code) => {
             sink.send(close_message(code)).await?;
             Ok(false)
-        }
-        Step::Ping => {
-            sink.send(Message::Ping(Bytes::new())).await?;
-            Ok(true)
         }
         Step::Frames(mut msg) => {
             loop {
@@ -530,6 +530,7 @@ fn to_message(o: Outbound) -> Message {
     match o {
         Outbound::Text(s) => Message::text(s),
         Outbound::Push { push, eid } => Message::text(push.frame(&eid)),
+        Outbound::Ping => Message::Ping(Bytes::new()),
         Outbound::Close(code) => close_message(code),
     }
 }

@@ -101,6 +101,8 @@ pub enum Outbound {
         /// ([`crate::shared::protocol::json_str`]).
         eid: Arc<str>,
     },
+    /// A WebSocket ping (the connection's liveness timer).
+    Ping,
     /// Send a close frame after everything queued before it (a graceful
     /// close: shutdown, oversized frame).
     Close(u16),
@@ -113,7 +115,7 @@ impl Outbound {
             + match self {
                 Outbound::Text(s) => s.len(),
                 Outbound::Push { push, eid } => push.len() + eid.len(),
-                Outbound::Close(_) => 0,
+                Outbound::Ping | Outbound::Close(_) => 0,
             }
     }
 }

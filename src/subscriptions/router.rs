@@ -753,8 +753,13 @@ mod tests {
             let text = match msg {
                 Outbound::Text(t) => t,
                 Outbound::Push { push, eid } => push.frame(&eid),
-                Outbound::Close(_) => {
-                    out.push(("close".into(), Value::Null));
+                control => {
+                    let kind = if matches!(control, Outbound::Ping) {
+                        "ping"
+                    } else {
+                        "close"
+                    };
+                    out.push((kind.into(), Value::Null));
                     continue;
                 }
             };
