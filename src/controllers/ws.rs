@@ -20,7 +20,6 @@
 //! stream and [`Outgoing`] sink, so `tests` drives them over channels on a
 //! paused clock.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -459,7 +458,16 @@ async fn writer<K: Outgoing>(
                 None => break false,
             },
         };
-        match within(drain, write_step(&mut sink, &mut queue, step)).await {
+        // The deadline is armed only when the write has to wait: almost
+        // every write completes at once, and a timer per write (one per
+        // push) costs a trip through the timer wheel.
+        let write = write_step(&mut sink, &mut queue, step);
+        tokio::pin!(write);
+        let written = match futures_util::poll!(write.as_mut()) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => tokio::time::timeout(drain, write).await.ok(),
+        };
+        match written {
             Some(Ok(true)) => {}
             Some(Ok(false)) | Some(Err(_)) => break false,
             None => break true,
@@ -478,17 +486,6 @@ async fn writer<K: Outgoing>(
     }
     drop(sink);
     let _ = done.send(true);
-}
-
-/// `write` if it finishes within `limit`. The deadline is armed only when
-/// the write has to wait: almost every write completes at once, and a timer
-/// per write (one per push) costs a trip through the timer wheel.
-async fn within<F: Future>(limit: Duration, write: F) -> Option<F::Output> {
-    let mut write = std::pin::pin!(write);
-    if let Poll::Ready(out) = futures_util::poll!(write.as_mut()) {
-        return Some(out);
-    }
-    tokio::time::timeout(limit, write).await.ok()
 }
 
 /// What the writer does next.

@@ -382,7 +382,8 @@ async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
 
 /// What an idle socket costs is mostly its tasks: the connection's future
 /// must not hold a request's or the handshake's futures inline (4.4 KiB per
-/// socket before they were boxed; about 1.5 KiB in a debug build after).
+/// socket before they were boxed; about 1.5 KiB in a debug build after),
+/// nor the writer's a second copy of its write (about 0.5 KiB).
 #[tokio::test]
 async fn a_connection_task_stays_small() {
     const BOUND: usize = 2048;
@@ -412,4 +413,10 @@ async fn a_connection_task_stays_small() {
         "{}",
         std::mem::size_of_val(&conn)
     );
+    let (_incoming, outgoing, _client) = channels(1);
+    let (_peer, queue) = Hub::default().register(SEND_QUEUE_BYTES);
+    let (done, _) = watch::channel(false);
+    let writer = writer(outgoing, queue, done, DRAIN, Arc::new(Metrics::default()));
+    let size = std::mem::size_of_val(&writer);
+    assert!(size < BOUND / 2, "{size}");
 }
