@@ -445,15 +445,13 @@ async fn writer<K: Outgoing>(
     metrics: Arc<Metrics>,
 ) {
     let closer = queue.closer.clone();
-    // Made once: a fresh one per wake-up would join and leave the Notify's
-    // waiter list (a lock each way) for every push.
-    let closed = closer.closed();
-    tokio::pin!(closed);
     let stuck = loop {
-        let step = tokio::select! {
-            biased;
-            code = &mut closed => Step::Close(code),
-            msg = queue.recv() => match msg {
+        // A close asked for goes before what is still queued; the queue
+        // alone wakes this task (`Peer::close` queues the close frame too),
+        // so a push costs one wake-up and one look at one waker.
+        let step = match closer.code() {
+            Some(code) => Step::Close(code),
+            None => match queue.recv().await {
                 Some(msg) => Step::Frames(msg),
                 None => break false,
             },

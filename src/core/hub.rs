@@ -20,9 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
-use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, Notify};
 
 use crate::shared::protocol::{push_head, push_tail};
@@ -129,45 +127,26 @@ struct Budget {
     drained: Notify,
 }
 
-/// Asks a connection to close with a code; the first code wins.
+/// Asks a connection to close with a code; the first code wins. The writer
+/// looks at it before each write, so the close goes before whatever is still
+/// queued; [`Peer::close`] also queues the close frame, which wakes an idle
+/// writer (one wake-up source: the writer waits on its queue alone).
 #[derive(Debug, Default)]
 pub struct Closer {
     code: AtomicU16,
-    /// The one task waiting in [`Closer::closed`] (the writer, which polls
-    /// it on every wake-up, i.e. every push: a `Notify` took a lock per poll).
-    waiter: AtomicWaker,
 }
 
 impl Closer {
     /// True when this call was the first (its code wins).
     pub fn close(&self, code: u16) -> bool {
-        let first = self
-            .code
+        self.code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if first {
-            self.waiter.wake();
-        }
-        first
+            .is_ok()
     }
 
     /// The close code asked for, if any.
     pub fn code(&self) -> Option<u16> {
         Some(self.code.load(Ordering::Acquire)).filter(|c| *c != 0)
-    }
-
-    /// Resolves with the close code once [`Closer::close`] was called. One
-    /// task at a time may wait (a second one would take the first's place).
-    pub async fn closed(&self) -> u16 {
-        std::future::poll_fn(|cx| {
-            if let Some(code) = self.code() {
-                return Poll::Ready(code);
-            }
-            // Registered before the second look, so a close in between wakes us.
-            self.waiter.register(cx.waker());
-            self.code().map_or(Poll::Pending, Poll::Ready)
-        })
-        .await
     }
 }
 
@@ -204,7 +183,7 @@ impl Peer {
             self.budget.queued.fetch_sub(cost, Ordering::AcqRel);
             // Only the push that overflowed reports the slow consumer
             // (it is counted once); later ones find it already closing.
-            return if self.closer.close(close::TRY_AGAIN_LATER) {
+            return if self.close(close::TRY_AGAIN_LATER) {
                 Err(PushError::SlowConsumer)
             } else {
                 Err(PushError::Closed)
@@ -248,8 +227,15 @@ impl Peer {
         }
     }
 
-    pub fn close(&self, code: u16) {
-        let _ = self.closer.close(code);
+    /// Closes the connection with `code` before what is queued; true when
+    /// this call was the first (its code wins).
+    pub fn close(&self, code: u16) -> bool {
+        let first = self.closer.close(code);
+        if first {
+            // Wakes the writer, which then finds the code.
+            let _ = self.send(Outbound::Close(code));
+        }
+        first
     }
 }
 
@@ -352,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn full_queue_closes_with_1013() {
         let hub = Hub::default();
-        let (peer, q) = hub.register(1000);
+        let (peer, mut q) = hub.register(1000);
         assert!(peer.push(text(400)).is_ok());
         assert!(peer.push(text(400)).is_ok());
         // Counted in bytes, not frames: a third one does not fit.
@@ -362,7 +348,17 @@ mod tests {
             peer.push(Outbound::Text("d".into())),
             Err(PushError::Closed)
         );
-        assert_eq!(q.closer.closed().await, close::TRY_AGAIN_LATER);
+        assert_eq!(q.closer.code(), Some(close::TRY_AGAIN_LATER));
+        // The close frame is queued too: it wakes the writer.
+        let queued: Vec<Outbound> = std::iter::from_fn(|| q.try_recv()).collect();
+        assert!(matches!(
+            queued.as_slice(),
+            [
+                Outbound::Text(_),
+                Outbound::Text(_),
+                Outbound::Close(close::TRY_AGAIN_LATER)
+            ]
+        ));
     }
 
     #[tokio::test]
@@ -402,7 +398,9 @@ mod tests {
         let (_p1, q1) = hub.register(4);
         let (_p2, q2) = hub.register(4);
         hub.close_all(close::GOING_AWAY);
-        assert_eq!(q1.closer.closed().await, 1001);
-        assert_eq!(q2.closer.closed().await, 1001);
+        for mut q in [q1, q2] {
+            assert_eq!(q.closer.code(), Some(close::GOING_AWAY));
+            assert!(matches!(q.recv().await, Some(Outbound::Close(1001))));
+        }
     }
 }
