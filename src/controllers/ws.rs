@@ -16,9 +16,16 @@
 //! take the bytes in that time is closed with 1013 and its memory freed.
 //!
 //! The TCP specifics (socket options, the upgrade) stay in `accept`; the
-//! connection loop and the writer are generic over the frames' [`Incoming`]
-//! stream and [`Outgoing`] sink, so `tests` drives them over channels on a
-//! paused clock.
+//! connection loop is generic over the frames' [`Incoming`] stream and the
+//! writer over an [`Outgoing`] byte sink, so `tests` drives them over
+//! channels and in-memory pipes on a paused clock.
+//!
+//! tungstenite reads and parses the client's frames; the writer frames what
+//! it sends itself (a server frame is a header and the unmasked payload), so
+//! a push is copied once, from its shared parts straight into the write, with
+//! no message, buffer or lock of tungstenite's on the way, and the socket's
+//! halves need no lock between reader and writer. The reader answers pings
+//! and echoes a client's close frame through the queue.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -26,16 +33,22 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::io;
+use std::pin::Pin;
+use std::task::Context;
+
+use futures_util::{Stream, StreamExt};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 // The clock of the timers: a paused test runtime moves it (see `tests`).
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control as OpControl, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::dispatch::{self, Answer, ConnState, METHODS};
@@ -65,8 +78,6 @@ const TRANSPORT_LIMIT: usize = 1024 * 1024;
 /// bytes instead of 4 KiB took 3.5 KiB off every idle socket (the heap
 /// profile in docs/benchmarks.md).
 const READ_BUFFER: usize = 512;
-/// Bytes of queued frames tungstenite gathers before writing to the socket.
-const WRITE_BUFFER: usize = 16 * 1024;
 /// The kernel's send buffer per socket (Linux doubles it). Left to
 /// autotuning it grows to megabytes for a client that stopped reading:
 /// memory outside our queue's bound, and megabytes of answers to produce
@@ -79,16 +90,49 @@ const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 pub trait Incoming: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static {}
 impl<T: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static> Incoming for T {}
 
-/// What a connection writes its frames to (the socket's write half, or a
-/// channel in the unit tests).
-pub trait Outgoing: Sink<Message, Error = WsError> + Unpin + Send + 'static {}
-impl<T: Sink<Message, Error = WsError> + Unpin + Send + 'static> Outgoing for T {}
+/// Where the writer puts the frames it made: the socket's write half in
+/// production, an in-memory pipe in the unit tests.
+pub trait Outgoing: AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncWrite + Unpin + Send + 'static> Outgoing for T {}
+
+/// The socket's read half as tungstenite's stream: what tungstenite writes
+/// by itself (pong replies, close echoes) goes nowhere, because the reader
+/// sends those through the queue, in order with everything else.
+struct ReadOnly(OwnedReadHalf);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
 
 fn ws_config() -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.read_buffer_size = READ_BUFFER;
-    c.write_buffer_size = WRITE_BUFFER;
-    c.max_write_buffer_size = WRITE_BUFFER + TRANSPORT_LIMIT + 1;
+    // Only tungstenite's own replies, which `ReadOnly` drops.
+    c.write_buffer_size = 0;
     c.max_message_size = Some(TRANSPORT_LIMIT);
     c.max_frame_size = Some(TRANSPORT_LIMIT);
     c
@@ -121,15 +165,15 @@ async fn accept(stream: TcpStream, state: Arc<State>) {
     let Some(shook) = Box::pin(handshake(stream, &state)).await else {
         return;
     };
-    let socket = WebSocketStream::from_partially_read(
-        shook.stream,
+    let (read, write) = shook.stream.into_split();
+    let frames = WebSocketStream::from_partially_read(
+        ReadOnly(read),
         shook.leftover,
         Role::Server,
         Some(ws_config()),
     )
     .await;
-    let (sink, stream) = socket.split();
-    connection(stream, sink, state, shook.check, shook.address).await;
+    connection(frames, write, state, shook.check, shook.address).await;
 }
 
 /// A socket past the upgrade: what the connection starts with.
@@ -182,7 +226,7 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
 /// the writer in a task of its own. Knows nothing of TCP.
 async fn connection<S: Incoming, K: Outgoing>(
     mut stream: S,
-    sink: K,
+    out: K,
     state: Arc<State>,
     check: TokenCheck,
     address: IpAddr,
@@ -196,7 +240,7 @@ async fn connection<S: Incoming, K: Outgoing>(
     let (done_tx, mut writer_done) = watch::channel(false);
     let closer = queue.closer.clone();
     let writer = tokio::spawn(writer(
-        sink,
+        out,
         queue,
         done_tx,
         state.drain_timeout,
@@ -324,11 +368,19 @@ async fn serve<S: Incoming>(
             },
             Event::Frame(Some(Ok(m))) => {
                 last_seen = Instant::now();
-                if m.is_close() {
-                    return;
-                }
-                if !(m.is_text() || m.is_binary()) {
-                    continue;
+                match &m {
+                    // RFC 6455 §5.5.1: echo the code, after what is queued.
+                    Message::Close(f) => {
+                        let code = f.as_ref().map_or(close::NORMAL, |f| f.code.into());
+                        let _ = conn.peer.send(Outbound::Close(code));
+                        return;
+                    }
+                    Message::Ping(p) => {
+                        let _ = conn.peer.send(Outbound::Pong(p.clone()));
+                        continue;
+                    }
+                    Message::Text(_) | Message::Binary(_) => {}
+                    Message::Pong(_) | Message::Frame(_) => continue,
                 }
                 if m.len() > MAX_FRAME_BYTES {
                     close::TOO_BIG
@@ -434,11 +486,11 @@ async fn on_frame(
     }
 }
 
-/// Drains the queue into the socket, batching what is ready into one flush.
-/// Every write must finish within `drain`; a client that does not take the
-/// bytes in time is closed (1013) without waiting any longer.
+/// Drains the queue into the socket, everything ready in one write. Every
+/// write must finish within `drain`; a client that does not take the bytes
+/// in time is closed (1013) without waiting any longer.
 async fn writer<K: Outgoing>(
-    mut sink: K,
+    mut out: K,
     mut queue: PeerQueue,
     done: watch::Sender<bool>,
     drain: Duration,
@@ -449,92 +501,109 @@ async fn writer<K: Outgoing>(
         // A close asked for goes before what is still queued; the queue
         // alone wakes this task (`Peer::close` queues the close frame too),
         // so a push costs one wake-up and one look at one waker.
-        let step = match closer.code() {
-            Some(code) => Step::Close(code),
+        let first = match closer.code() {
+            Some(code) => Outbound::Close(code),
             None => match queue.recv().await {
-                Some(msg) => Step::Frames(msg),
+                Some(msg) => msg,
                 None => break false,
             },
         };
+        let (bytes, closing) = encode_ready(first, &mut queue);
         // The deadline is armed only when the write has to wait: almost
         // every write completes at once, and a timer per write (one per
         // push) costs a trip through the timer wheel.
-        let write = write_step(&mut sink, &mut queue, step);
+        let write = out.write_all(&bytes);
         tokio::pin!(write);
         let written = match futures_util::poll!(write.as_mut()) {
-            Poll::Ready(out) => Some(out),
+            Poll::Ready(r) => Some(r),
             Poll::Pending => tokio::time::timeout(drain, write).await.ok(),
         };
         match written {
-            Some(Ok(true)) => {}
-            Some(Ok(false)) | Some(Err(_)) => break false,
+            Some(Ok(())) if !closing => {}
+            Some(_) => break false,
             None => break true,
         }
     };
     if stuck {
         // The close frame cannot get through a full socket; closing the TCP
-        // connection is the message. The reader sees the writer finish.
+        // connection is the message (at once: a shutdown needs no room).
+        // The reader sees the writer finish.
         if closer.close(close::TRY_AGAIN_LATER) {
             metrics
                 .slow_consumers_closed
                 .fetch_add(1, Ordering::Relaxed);
         }
+        let _ = tokio::time::timeout(Duration::ZERO, out.shutdown()).await;
     } else {
-        let _ = tokio::time::timeout(drain, sink.close()).await;
+        let _ = tokio::time::timeout(drain, out.shutdown()).await;
     }
-    drop(sink);
+    drop(out);
     let _ = done.send(true);
 }
 
-/// What the writer does next.
-enum Step {
-    Close(u16),
-    Frames(Outbound),
-}
-
-/// One write to the socket; false when the connection is over.
-async fn write_step<K: Outgoing>(
-    sink: &mut K,
-    queue: &mut PeerQueue,
-    step: Step,
-) -> Result<bool, WsError> {
-    match step {
-        Step::Close(code) => {
-            sink.send(close_message(code)).await?;
-            Ok(false)
+/// `first` and every frame queued behind it, as bytes for the socket, up to
+/// and including a close frame (true when there was one: the end).
+fn encode_ready(first: Outbound, queue: &mut PeerQueue) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::with_capacity(wire_len(&first));
+    let mut msg = first;
+    loop {
+        encode(&mut bytes, &msg);
+        if matches!(msg, Outbound::Close(_)) {
+            return (bytes, true);
         }
-        Step::Frames(mut msg) => {
-            loop {
-                if let Outbound::Close(code) = msg {
-                    sink.send(close_message(code)).await?;
-                    return Ok(false);
-                }
-                sink.feed(to_message(msg)).await?;
-                match queue.try_recv() {
-                    Some(next) => msg = next,
-                    None => break,
-                }
-            }
-            sink.flush().await?;
-            Ok(true)
+        match queue.try_recv() {
+            Some(next) => msg = next,
+            None => return (bytes, false),
         }
     }
 }
 
-fn to_message(o: Outbound) -> Message {
-    match o {
-        Outbound::Text(s) => Message::text(s),
-        Outbound::Push { push, eid } => Message::text(push.frame(&eid)),
-        Outbound::Ping => Message::Ping(Bytes::new()),
-        Outbound::Close(code) => close_message(code),
+/// A frame's bytes on the wire, header included (at most 10 bytes).
+fn wire_len(msg: &Outbound) -> usize {
+    10 + match msg {
+        Outbound::Text(s) => s.len(),
+        Outbound::Push { push, eid } => push.parts(eid).iter().map(|p| p.len()).sum(),
+        Outbound::Ping => 0,
+        Outbound::Pong(p) => p.len(),
+        Outbound::Close(code) => 2 + reason(*code).len(),
     }
 }
 
-fn close_message(code: u16) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: Utf8Bytes::from_static(reason(code)),
-    }))
+/// Appends one unmasked server frame (RFC 6455 §5.2), unfragmented.
+fn encode(out: &mut Vec<u8>, msg: &Outbound) {
+    let (opcode, parts): (OpCode, [&[u8]; 3]) = match msg {
+        Outbound::Text(s) => (OpCode::Data(Data::Text), [s.as_bytes(), &[], &[]]),
+        Outbound::Push { push, eid } => {
+            let [head, eid, tail] = push.parts(eid);
+            (
+                OpCode::Data(Data::Text),
+                [head.as_bytes(), eid.as_bytes(), tail.as_bytes()],
+            )
+        }
+        Outbound::Ping => (OpCode::Control(OpControl::Ping), [&[], &[], &[]]),
+        Outbound::Pong(p) => (OpCode::Control(OpControl::Pong), [p, &[], &[]]),
+        Outbound::Close(code) => {
+            let header = FrameHeader {
+                opcode: OpCode::Control(OpControl::Close),
+                ..FrameHeader::default()
+            };
+            let reason = reason(*code);
+            let _ = header.format(2 + reason.len() as u64, out);
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(reason.as_bytes());
+            return;
+        }
+    };
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len as u64, out);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
 }
 
 fn reason(code: u16) -> &'static str {

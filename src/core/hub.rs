@@ -38,6 +38,8 @@ const FRAME_OVERHEAD: usize = 64;
 
 /// Close codes used by the server.
 pub mod close {
+    /// Normal closure (the echo of a client's close frame without a code).
+    pub const NORMAL: u16 = 1000;
     /// Going away: the server shuts down.
     pub const GOING_AWAY: u16 = 1001;
     /// Protocol error: the peer broke RFC 6455's framing rules.
@@ -72,16 +74,22 @@ impl SharedPush {
     }
 
     /// The frame for one subscription, its `eid` given as a JSON string
-    /// literal. Sized exactly: a `Bytes` made from it needs no second
-    /// allocation.
+    /// literal.
     pub fn frame(&self, eid_json: &str) -> String {
-        let mut out = String::with_capacity(self.head.len() + eid_json.len() + self.tail.len());
-        out.push_str(&self.head);
-        out.push_str(eid_json);
-        out.push_str(&self.tail);
+        let mut out = String::with_capacity(self.len() + eid_json.len());
+        for part in self.parts(eid_json) {
+            out.push_str(part);
+        }
         out
     }
 
+    /// The frame's three parts around `eid_json`, for a writer that copies
+    /// them straight into its output.
+    pub fn parts<'a>(&'a self, eid_json: &'a str) -> [&'a str; 3] {
+        [&self.head, eid_json, &self.tail]
+    }
+
+    /// Bytes of the frame without its eid.
     fn len(&self) -> usize {
         self.head.len() + self.tail.len()
     }
@@ -101,6 +109,8 @@ pub enum Outbound {
     },
     /// A WebSocket ping (the connection's liveness timer).
     Ping,
+    /// The answer to a client's ping, with its payload.
+    Pong(bytes::Bytes),
     /// Send a close frame after everything queued before it (a graceful
     /// close: shutdown, oversized frame).
     Close(u16),
@@ -112,6 +122,7 @@ impl Outbound {
         FRAME_OVERHEAD
             + match self {
                 Outbound::Text(s) => s.len(),
+                Outbound::Pong(p) => p.len(),
                 Outbound::Push { push, eid } => push.len() + eid.len(),
                 Outbound::Ping | Outbound::Close(_) => 0,
             }

@@ -1,5 +1,5 @@
-//! The connection loop over channels instead of a socket, on a paused
-//! clock: its timers, limits and ordering without TCP or a database. The
+//! The connection loop over a channel of frames and an in-memory pipe
+//! instead of a socket, on a paused clock: its timers, limits and ordering without TCP or a database. The
 //! state's pool points at no server, so only requests that need no database
 //! are sent (`ping`, bad frames); the real socket is covered by the
 //! integration tests.
@@ -10,13 +10,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{sink, stream};
+use futures_util::{stream, StreamExt};
 use serde_json::Value;
+use tokio::io::{Join, ReadHalf, SimplexStream, Sink};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 use super::super::{Origins, State};
 use super::{connection, writer, Incoming, Outgoing, PING_EVERY, SILENCE_LIMIT};
@@ -31,6 +34,8 @@ use crate::shared::protocol::{json_str, MAX_FRAME_BYTES};
 use crate::subscriptions::HallRouter;
 
 const DRAIN: Duration = Duration::from_secs(20);
+/// Bytes the pipe from the server holds (the kernel's send buffer).
+const ROOM: usize = 64 * 1024;
 
 /// A server state whose database is never reached, and its shutdown switch.
 fn server_state(send_queue_bytes: usize) -> (Arc<State>, watch::Sender<bool>) {
@@ -64,27 +69,34 @@ fn server_state(send_queue_bytes: usize) -> (Arc<State>, watch::Sender<bool>) {
     (Arc::new(state), shutdown_tx)
 }
 
-/// The client's ends of a connection served over channels.
+/// The pipe the server writes into, read by a WebSocket client.
+type FromServer = WebSocketStream<Join<ReadHalf<SimplexStream>, Sink>>;
+
+/// The client's ends of a connection.
 struct Client {
     /// Frames to the server; dropping it is the peer closing TCP.
     to_server: Option<mpsc::UnboundedSender<Result<Message, WsError>>>,
-    /// What the server wrote; `None` once it dropped its sink.
-    from_server: mpsc::Receiver<Message>,
+    /// What the server wrote, parsed by tungstenite as a client would.
+    from_server: FromServer,
     /// The connection's task (none when a test drives the writer alone).
     task: Option<JoinHandle<()>>,
 }
 
-/// A transport of channels: what the server writes waits in a channel of
-/// `room` messages that only `Client::next` empties (a client that stops
-/// reading blocks the server's sink once `room` is used).
-fn channels(room: usize) -> (impl Incoming, impl Outgoing, Client) {
+/// A transport without TCP: frames to the server through a channel; what
+/// the server writes waits in a pipe of `room` bytes that only `Client::next`
+/// empties (a client that stops reading blocks the server's writes once
+/// `room` is used). What the client would write back (tungstenite's pong
+/// and close replies) is dropped.
+async fn channels(room: usize) -> (impl Incoming, impl Outgoing, Client) {
     let (to_server, mut rx) = mpsc::unbounded_channel();
     let incoming = stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let (tx, from_server) = mpsc::channel(room);
-    let outgoing = Box::pin(sink::unfold(tx, |tx, m: Message| async move {
-        tx.send(m).await.map_err(|_| WsError::ConnectionClosed)?;
-        Ok::<_, WsError>(tx)
-    }));
+    let (read, outgoing) = tokio::io::simplex(room);
+    let from_server = WebSocketStream::from_raw_socket(
+        tokio::io::join(read, tokio::io::sink()),
+        Role::Client,
+        None,
+    )
+    .await;
     let client = Client {
         to_server: Some(to_server),
         from_server,
@@ -93,8 +105,8 @@ fn channels(room: usize) -> (impl Incoming, impl Outgoing, Client) {
     (incoming, outgoing, client)
 }
 
-fn open_as(state: &Arc<State>, room: usize, check: TokenCheck) -> Client {
-    let (incoming, outgoing, mut client) = channels(room);
+async fn open_as(state: &Arc<State>, room: usize, check: TokenCheck) -> Client {
+    let (incoming, outgoing, mut client) = channels(room).await;
     client.task = Some(tokio::spawn(connection(
         incoming,
         outgoing,
@@ -107,7 +119,7 @@ fn open_as(state: &Arc<State>, room: usize, check: TokenCheck) -> Client {
 
 /// An anonymous connection, its `session` frame already read.
 async fn open(state: &Arc<State>, room: usize) -> Client {
-    let mut c = open_as(state, room, TokenCheck::Invalid);
+    let mut c = open_as(state, room, TokenCheck::Invalid).await;
     let first = c.json().await;
     assert_eq!(first["type"], "session");
     assert_eq!(first["data"]["user"], Value::Null);
@@ -129,8 +141,10 @@ impl Client {
         self.send(Message::text(format!(r#"{{"type":"ping","eid":"{eid}"}}"#)));
     }
 
+    /// The next frame; `None` once the server closed its end (or wrote
+    /// something that is not a frame).
     async fn next(&mut self) -> Option<Message> {
-        self.from_server.recv().await
+        self.from_server.next().await?.ok()
     }
 
     async fn json(&mut self) -> Value {
@@ -171,7 +185,7 @@ impl Client {
 #[tokio::test(start_paused = true)]
 async fn pings_every_30_s_and_keeps_a_peer_that_answers() {
     let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
-    let mut c = open(&state, 16).await;
+    let mut c = open(&state, ROOM).await;
     let t0 = Instant::now();
     for n in 1..=4u32 {
         assert!(matches!(c.next().await, Some(Message::Ping(_))));
@@ -191,7 +205,7 @@ async fn pings_every_30_s_and_keeps_a_peer_that_answers() {
 #[tokio::test(start_paused = true)]
 async fn a_silent_peer_is_dropped_after_60_s() {
     let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
-    let mut c = open(&state, 16).await;
+    let mut c = open(&state, ROOM).await;
     let t0 = Instant::now();
     assert!(matches!(c.next().await, Some(Message::Ping(_))));
     assert!(matches!(c.next().await, Some(Message::Ping(_))));
@@ -210,7 +224,7 @@ async fn a_silent_peer_is_dropped_after_60_s() {
 #[tokio::test(start_paused = true)]
 async fn a_frame_over_64_kib_closes_with_1009_and_one_of_64_kib_is_answered() {
     let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
-    let mut c = open(&state, 16).await;
+    let mut c = open(&state, ROOM).await;
     c.send(Message::text(" ".repeat(MAX_FRAME_BYTES)));
     let answer = c.json().await;
     assert_eq!(answer["error"], "BAD_REQUEST");
@@ -236,7 +250,7 @@ async fn transport_errors_close_with_their_codes() {
         ),
     ];
     for (error, code) in cases {
-        let c = open(&state, 16).await;
+        let c = open(&state, ROOM).await;
         c.send_raw(Err(error));
         c.closed_with(code).await;
     }
@@ -245,7 +259,7 @@ async fn transport_errors_close_with_their_codes() {
 #[tokio::test(start_paused = true)]
 async fn requests_over_the_rate_limit_are_answered_in_order_with_retry_after() {
     let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
-    let mut c = open(&state, 128).await;
+    let mut c = open(&state, ROOM).await;
     for i in 0..55 {
         c.ping(&format!("p{i}"));
     }
@@ -276,8 +290,8 @@ async fn requests_over_the_rate_limit_are_answered_in_order_with_retry_after() {
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_closed_with_1013_after_the_drain_timeout() {
     let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
-    // Room for one frame: the session frame takes it and is never read.
-    let mut c = open_as(&state, 1, TokenCheck::Invalid);
+    // Room for one byte, never read: the session frame does not get through.
+    let mut c = open_as(&state, 1, TokenCheck::Invalid).await;
     let t0 = Instant::now();
     c.ping("p");
     c.finished().await;
@@ -290,8 +304,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_after_the_drain_timeout
         state.metrics.slow_consumers_closed.load(Ordering::Relaxed),
         1
     );
-    // Only what fit got through; no close frame (the socket is full).
-    assert_eq!(c.json().await["type"], "session");
+    // No close frame either (the socket is full): the end is the message.
     c.ended().await;
 }
 
@@ -299,35 +312,35 @@ async fn a_client_that_stops_reading_is_closed_with_1013_after_the_drain_timeout
 async fn a_full_queue_pauses_reading_but_not_shutdown() {
     // A queue of one answer: the reader reads no more until it drains.
     let (state, shutdown) = server_state(1);
-    let mut c = open_as(&state, 1, TokenCheck::Invalid);
+    let mut c = open_as(&state, 1, TokenCheck::Invalid).await;
     for eid in ["a", "b", "c"] {
         c.ping(eid);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     shutdown.send(true).expect("shutdown");
-    // The client reads again: what was queued, then the close; `c` was
-    // never read (`a` is in the sink, `b` fills the queue).
+    // The client reads again: what was queued, then the close; `b` and `c`
+    // were never read (the session frame waits in the pipe, the answer to
+    // `a` fills the queue).
     assert_eq!(c.json().await["type"], "session");
     assert_eq!(c.json().await["eid"], "a");
-    assert_eq!(c.json().await["eid"], "b");
     c.closed_with(close::GOING_AWAY).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_closes_with_1001_and_an_unchecked_token_with_1013() {
     let (state, shutdown) = server_state(SEND_QUEUE_BYTES);
-    let c = open(&state, 16).await;
+    let c = open(&state, ROOM).await;
     shutdown.send(true).expect("shutdown");
     c.closed_with(close::GOING_AWAY).await;
     let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
-    let c = open_as(&state, 16, TokenCheck::Unavailable);
+    let c = open_as(&state, ROOM, TokenCheck::Unavailable).await;
     c.closed_with(close::TRY_AGAIN_LATER).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_peer_closing_ends_the_connection_and_frees_its_entries() {
     let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
-    let mut c = open(&state, 16).await;
+    let mut c = open(&state, ROOM).await;
     c.ping("x");
     assert_eq!(c.json().await["eid"], "x");
     c.to_server = None;
@@ -340,7 +353,7 @@ async fn the_peer_closing_ends_the_connection_and_frees_its_entries() {
 async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
     let hub = Hub::default();
     let (peer, queue) = hub.register(SEND_QUEUE_BYTES);
-    let (_incoming, outgoing, mut c) = channels(64);
+    let (_incoming, outgoing, mut c) = channels(4096).await;
     let (done_tx, mut done) = watch::channel(false);
     let task = tokio::spawn(writer(
         outgoing,
@@ -395,12 +408,14 @@ async fn a_connection_task_stays_small() {
         .await
         .expect("connect");
     let accept = super::accept(tcp, state.clone());
+    // Beside the connection's future, the reading WebSocket itself.
+    let socket = std::mem::size_of::<WebSocketStream<super::ReadOnly>>();
     assert!(
-        std::mem::size_of_val(&accept) < BOUND,
+        std::mem::size_of_val(&accept) < BOUND + socket,
         "{}",
         std::mem::size_of_val(&accept)
     );
-    let (incoming, outgoing, _client) = channels(1);
+    let (incoming, outgoing, _client) = channels(1).await;
     let conn = connection(
         incoming,
         outgoing,
@@ -413,10 +428,32 @@ async fn a_connection_task_stays_small() {
         "{}",
         std::mem::size_of_val(&conn)
     );
-    let (_incoming, outgoing, _client) = channels(1);
+    let (_incoming, outgoing, _client) = channels(1).await;
     let (_peer, queue) = Hub::default().register(SEND_QUEUE_BYTES);
     let (done, _) = watch::channel(false);
     let writer = writer(outgoing, queue, done, DRAIN, Arc::new(Metrics::default()));
     let size = std::mem::size_of_val(&writer);
     assert!(size < BOUND / 2, "{size}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_are_answered_and_a_close_is_echoed_after_what_is_queued() {
+    let (state, _shutdown) = server_state(SEND_QUEUE_BYTES);
+    let mut c = open(&state, ROOM).await;
+    c.ping("first");
+    c.send(Message::Ping(bytes::Bytes::from_static(b"are you there")));
+    assert_eq!(c.json().await["eid"], "first");
+    assert_eq!(
+        c.next().await,
+        Some(Message::Pong(bytes::Bytes::from_static(b"are you there")))
+    );
+    c.ping("last");
+    c.send(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 4000.into(),
+            reason: "bye".into(),
+        },
+    )));
+    assert_eq!(c.json().await["eid"], "last");
+    c.closed_with(4000).await;
 }
