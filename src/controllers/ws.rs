@@ -376,7 +376,7 @@ async fn serve<S: Incoming>(
                         return;
                     }
                     Message::Ping(p) => {
-                        let _ = conn.peer.send(Outbound::Pong(p.clone()));
+                        let _ = conn.peer.send(Outbound::Pong(p.to_vec()));
                         continue;
                     }
                     Message::Text(_) | Message::Binary(_) => {}

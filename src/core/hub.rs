@@ -109,8 +109,10 @@ pub enum Outbound {
     },
     /// A WebSocket ping (the connection's liveness timer).
     Ping,
-    /// The answer to a client's ping, with its payload.
-    Pong(bytes::Bytes),
+    /// The answer to a client's ping, with its payload (a `Vec`: a `Bytes`
+    /// would make every queue slot 8 bytes larger, and tokio's channel
+    /// allocates 32 slots per socket).
+    Pong(Vec<u8>),
     /// Send a close frame after everything queued before it (a graceful
     /// close: shutdown, oversized frame).
     Close(u16),

@@ -393,6 +393,12 @@ async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
     task.await.expect("writer");
 }
 
+/// A queued frame stays 32 bytes: the queue allocates 32 of them per socket.
+#[test]
+fn a_queued_frame_is_32_bytes() {
+    assert_eq!(std::mem::size_of::<Outbound>(), 32);
+}
+
 /// What an idle socket costs is mostly its tasks: the connection's future
 /// must not hold a request's or the handshake's futures inline (4.4 KiB per
 /// socket before they were boxed; about 1.5 KiB in a debug build after),
