@@ -6,7 +6,7 @@
 //! reader awaits each), limited by a token bucket (burst 50, 50/s); frames
 //! over 64 KiB close with 1009; a peer silent for 60 s is dropped; a ping
 //! is queued every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
-//! latency-bound) and small tungstenite buffers (idle sockets stay cheap).
+//! latency-bound) and a small read buffer (idle sockets stay cheap).
 //!
 //! Slow readers: the send queue is bounded in bytes (`core::hub`). While it
 //! is full the reader reads no further request but keeps its timers
@@ -27,15 +27,13 @@
 //! halves need no lock between reader and writer. The reader answers pings
 //! and echoes a client's close frame through the queue.
 
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
-
-use std::io;
-use std::pin::Pin;
-use std::task::Context;
 
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
