@@ -4,9 +4,9 @@
 //!
 //! Per connection: requests are handled one at a time in arrival order (the
 //! reader awaits each), limited by a token bucket (burst 50, 50/s); frames
-//! over 64 KiB close with 1009; a peer silent for 60 s is dropped; the
-//! writer pings every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
-//! latency-bound) and small tungstenite buffers (idle sockets stay cheap).
+//! over 64 KiB close with 1009; a peer silent for 60 s is dropped; a ping
+//! is queued every 30 s. Sockets get `TCP_NODELAY` (pushes are small and
+//! latency-bound) and a small read buffer (idle sockets stay cheap).
 //!
 //! Slow readers: the send queue is bounded in bytes (`core::hub`). While it
 //! is full the reader reads no further request but keeps its timers
@@ -14,19 +14,38 @@
 //! socket `WS_DRAIN_TIMEOUT` (30 s: half the silence limit, so a stuck
 //! socket never outlives the liveness rules), and a client that does not
 //! take the bytes in that time is closed with 1013 and its memory freed.
+//!
+//! The TCP specifics (socket options, the upgrade) stay in `accept`; the
+//! connection loop is generic over the frames' [`Incoming`] stream and the
+//! writer over an [`Outgoing`] byte sink, so `tests` drives them over
+//! channels and in-memory pipes on a paused clock.
+//!
+//! tungstenite reads and parses the client's frames; the writer frames what
+//! it sends itself (a server frame is a header and the unmasked payload), so
+//! a push is copied once, from its shared parts straight into the write, with
+//! no message, buffer or lock of tungstenite's on the way, and the socket's
+//! halves need no lock between reader and writer. The reader answers pings
+//! and echoes a client's close frame through the queue.
 
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+// The clock of the timers: a paused test runtime moves it (see `tests`).
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control as OpControl, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::dispatch::{self, Answer, ConnState};
@@ -38,9 +57,7 @@ use crate::core::metrics::Metrics;
 use crate::methods::auth::{authenticate, Candidates, TokenCheck};
 use crate::shared::address::client_address;
 use crate::shared::protocol::answer::Session;
-use crate::shared::protocol::{
-    error_frame, frame, push_frame, ErrorCode, Request, WireError, MAX_FRAME_BYTES,
-};
+use crate::shared::protocol::{error_frame, frame, ErrorCode, Request, WireError, MAX_FRAME_BYTES};
 use crate::shared::rate::{retry_after_secs, TokenBucket};
 
 /// Server pings this often.
@@ -50,12 +67,12 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 /// Frames tungstenite buffers before we can see them; we enforce the
 /// contract's 64 KiB ourselves so the close code is exact.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
-/// tungstenite's read buffer per socket (its default is 128 KiB, zero-filled
-/// on the first read: the largest part of an idle socket's memory). Client
-/// frames are small; a large one just takes more reads.
-const READ_BUFFER: usize = 4 * 1024;
-/// Bytes of queued frames tungstenite gathers before writing to the socket.
-const WRITE_BUFFER: usize = 16 * 1024;
+/// tungstenite's read buffer per socket, allocated at the upgrade and kept
+/// (its default is 128 KiB, zero-filled on the first read). Requests are a
+/// few hundred bytes; a larger frame grows the buffer as it arrives. 512
+/// bytes instead of 4 KiB took 3.5 KiB off every idle socket (the heap
+/// profile in docs/benchmarks.md).
+const READ_BUFFER: usize = 512;
 /// The kernel's send buffer per socket (Linux doubles it). Left to
 /// autotuning it grows to megabytes for a client that stopped reading:
 /// memory outside our queue's bound, and megabytes of answers to produce
@@ -63,13 +80,54 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// flight is 2.5 MB/s at a 100 ms round trip.
 const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 
-type Socket = WebSocketStream<TcpStream>;
+/// What a connection reads: a WebSocket's frames. The socket's read half in
+/// production; a channel in the unit tests, so the loop runs without TCP.
+pub trait Incoming: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static {}
+impl<T: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static> Incoming for T {}
+
+/// Where the writer puts the frames it made: the socket's write half in
+/// production, an in-memory pipe in the unit tests.
+pub trait Outgoing: AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncWrite + Unpin + Send + 'static> Outgoing for T {}
+
+/// The socket's read half as tungstenite's stream: what tungstenite writes
+/// by itself (pong replies, close echoes) goes nowhere, because the reader
+/// sends those through the queue, in order with everything else.
+struct ReadOnly(OwnedReadHalf);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
 
 fn ws_config() -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.read_buffer_size = READ_BUFFER;
-    c.write_buffer_size = WRITE_BUFFER;
-    c.max_write_buffer_size = WRITE_BUFFER + TRANSPORT_LIMIT + 1;
+    // Only tungstenite's own replies, which `ReadOnly` drops.
+    c.write_buffer_size = 0;
     c.max_message_size = Some(TRANSPORT_LIMIT);
     c.max_frame_size = Some(TRANSPORT_LIMIT);
     c
@@ -95,15 +153,39 @@ pub async fn serve_listener(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-async fn accept(mut stream: TcpStream, state: Arc<State>) {
+async fn accept(stream: TcpStream, state: Arc<State>) {
+    // Boxed: the handshake's futures (the upgrade's read buffer, the token
+    // check's database call) are large, and inline they would stay part of
+    // the connection's task, and of its memory, for its whole life.
+    let Some(shook) = Box::pin(handshake(stream, &state)).await else {
+        return;
+    };
+    let (read, write) = shook.stream.into_split();
+    let frames = WebSocketStream::from_partially_read(
+        ReadOnly(read),
+        shook.leftover,
+        Role::Server,
+        Some(ws_config()),
+    )
+    .await;
+    connection(frames, write, state, shook.check, shook.address).await;
+}
+
+/// A socket past the upgrade: what the connection starts with.
+struct Upgraded {
+    stream: TcpStream,
+    /// Bytes the client sent after its upgrade request.
+    leftover: Vec<u8>,
+    check: TokenCheck,
+    address: IpAddr,
+}
+
+/// Socket options, the upgrade request, the token check and the `101`.
+async fn handshake(mut stream: TcpStream, state: &State) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
-    let Some(req) = upgrade::read(&mut stream, &state).await else {
-        return;
-    };
-    let Ok(peer_addr) = stream.peer_addr() else {
-        return;
-    };
+    let req = upgrade::read(&mut stream, state).await?;
+    let peer_addr = stream.peer_addr().ok()?;
     let address = client_address(
         peer_addr.ip(),
         &req.forwarded_for,
@@ -113,13 +195,13 @@ async fn accept(mut stream: TcpStream, state: Arc<State>) {
         None => TokenCheck::Invalid,
         Some(t) => authenticate(&state.db, &state.auth, t).await,
     };
-    if upgrade::accept(&mut stream, &req).await.is_err() {
-        return;
-    }
-    let socket =
-        WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config()))
-            .await;
-    connection(socket, state, check, address).await;
+    upgrade::accept(&mut stream, &req).await.ok()?;
+    Some(Upgraded {
+        stream,
+        leftover: req.leftover,
+        check,
+        address,
+    })
 }
 
 fn session_frame(state: &State, conn: &ConnState) -> String {
@@ -127,18 +209,25 @@ fn session_frame(state: &State, conn: &ConnState) -> String {
     frame("session", None, &Session::new(&state.replica_id, user))
 }
 
-async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, address: IpAddr) {
+/// One connection from its first frame to its last: the reader loop here,
+/// the writer in a task of its own. Knows nothing of TCP.
+async fn connection<S: Incoming, K: Outgoing>(
+    mut stream: S,
+    out: K,
+    state: Arc<State>,
+    check: TokenCheck,
+    address: IpAddr,
+) {
     let (peer, queue) = state.hub.register(state.send_queue_bytes);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     state
         .metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
-    let (sink, mut stream) = socket.split();
     let (done_tx, mut writer_done) = watch::channel(false);
     let closer = queue.closer.clone();
     let writer = tokio::spawn(writer(
-        sink,
+        out,
         queue,
         done_tx,
         state.drain_timeout,
@@ -200,16 +289,20 @@ async fn connection(socket: Socket, state: Arc<State>, check: TokenCheck, addres
     }
 }
 
-async fn serve(
+async fn serve<S: Incoming>(
     state: &State,
     conn: &mut ConnState,
-    stream: &mut futures_util::stream::SplitStream<Socket>,
+    stream: &mut S,
     writer_done: &mut watch::Receiver<bool>,
     ctl_rx: &mut mpsc::Receiver<Control>,
 ) {
     let mut bucket = TokenBucket::new(50, 50, Instant::now());
     let mut last_seen = Instant::now();
-    let mut silence = tokio::time::interval(Duration::from_secs(5));
+    let mut last_ping = Instant::now();
+    // The liveness timers: silence and pings. The ping is queued from here,
+    // not timed in the writer, which would poll its timer on every wake-up,
+    // i.e. every push.
+    let mut timers = tokio::time::interval(Duration::from_secs(5));
     let mut shutdown = state.shutdown.clone();
     if *shutdown.borrow() {
         let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY));
@@ -234,7 +327,7 @@ async fn serve(
             Drained,
             WriterDone,
             SessionEnded,
-            Silent,
+            Timers,
             Shutdown,
         }
         let event = tokio::select! {
@@ -243,9 +336,7 @@ async fn serve(
             _ = writer_done.wait_for(|d| *d) => Event::WriterDone,
             Some(Control::SessionEnded) = ctl_rx.recv() => Event::SessionEnded,
             _ = until_expiry => Event::SessionEnded,
-            _ = silence.tick() => {
-                if last_seen.elapsed() > SILENCE_LIMIT { Event::Silent } else { continue }
-            }
+            _ = timers.tick() => Event::Timers,
             _ = shutdown.changed() => Event::Shutdown,
         };
         let close_with = match event {
@@ -264,15 +355,26 @@ async fn serve(
             },
             Event::Frame(Some(Ok(m))) => {
                 last_seen = Instant::now();
-                if m.is_close() {
-                    return;
-                }
-                if !(m.is_text() || m.is_binary()) {
-                    continue;
+                match &m {
+                    // RFC 6455 §5.5.1: echo the code, after what is queued.
+                    Message::Close(f) => {
+                        let code = f.as_ref().map_or(close::NORMAL, |f| f.code.into());
+                        let _ = conn.peer.send(Outbound::Close(code));
+                        return;
+                    }
+                    Message::Ping(p) => {
+                        let _ = conn.peer.send(Outbound::Pong(p.to_vec()));
+                        continue;
+                    }
+                    Message::Text(_) | Message::Binary(_) => {}
+                    Message::Pong(_) | Message::Frame(_) => continue,
                 }
                 if m.len() > MAX_FRAME_BYTES {
                     close::TOO_BIG
-                } else if on_frame(state, conn, &m, &mut bucket).await {
+                // Boxed: a request's future (any method's database calls)
+                // is large; inline it would be part of every connection's
+                // task, idle or not.
+                } else if Box::pin(on_frame(state, conn, &m, &mut bucket)).await {
                     continue;
                 } else {
                     return;
@@ -282,9 +384,16 @@ async fn serve(
                 end_session(state, conn).await;
                 continue;
             }
-            Event::Silent => {
+            Event::Timers if last_seen.elapsed() > SILENCE_LIMIT => {
                 conn.peer.close(close::GOING_AWAY);
                 return;
+            }
+            Event::Timers => {
+                if last_ping.elapsed() >= PING_EVERY {
+                    last_ping = Instant::now();
+                    let _ = conn.peer.send(Outbound::Ping);
+                }
+                continue;
             }
             Event::Shutdown => close::GOING_AWAY,
         };
@@ -363,106 +472,124 @@ async fn on_frame(
     }
 }
 
-type Sink = futures_util::stream::SplitSink<Socket, Message>;
-
-/// Drains the queue into the socket, batching what is ready into one flush.
-/// Every write must finish within `drain`; a client that does not take the
-/// bytes in time is closed (1013) without waiting any longer.
-async fn writer(
-    mut sink: Sink,
+/// Drains the queue into the socket, everything ready in one write. Every
+/// write must finish within `drain`; a client that does not take the bytes
+/// in time is closed (1013) without waiting any longer.
+async fn writer<K: Outgoing>(
+    mut out: K,
     mut queue: PeerQueue,
     done: watch::Sender<bool>,
     drain: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let closer = queue.closer.clone();
     let stuck = loop {
-        let step = tokio::select! {
-            biased;
-            code = closer.closed() => Step::Close(code),
-            // Before the queue: a queue that is never empty must not starve
-            // the pings a quiet client answers to stay alive.
-            _ = ping.tick() => Step::Ping,
-            msg = queue.recv() => match msg {
-                Some(msg) => Step::Frames(msg),
+        // A close asked for goes before what is still queued; the queue
+        // alone wakes this task (`Peer::close` queues the close frame too),
+        // so a push costs one wake-up and one look at one waker.
+        let first = match closer.code() {
+            Some(code) => Outbound::Close(code),
+            None => match queue.recv().await {
+                Some(msg) => msg,
                 None => break false,
             },
         };
-        match tokio::time::timeout(drain, write_step(&mut sink, &mut queue, step)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) | Ok(Err(_)) => break false,
-            Err(_) => break true,
+        let (bytes, closing) = encode_ready(first, &mut queue);
+        // The deadline is armed only when the write has to wait: almost
+        // every write completes at once, and a timer per write (one per
+        // push) costs a trip through the timer wheel.
+        let write = out.write_all(&bytes);
+        tokio::pin!(write);
+        let written = match futures_util::poll!(write.as_mut()) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => tokio::time::timeout(drain, write).await.ok(),
+        };
+        match written {
+            Some(Ok(())) if !closing => {}
+            Some(_) => break false,
+            None => break true,
         }
     };
     if stuck {
         // The close frame cannot get through a full socket; closing the TCP
-        // connection is the message. The reader sees the writer finish.
+        // connection is the message (at once: a shutdown needs no room).
+        // The reader sees the writer finish.
         if closer.close(close::TRY_AGAIN_LATER) {
             metrics
                 .slow_consumers_closed
                 .fetch_add(1, Ordering::Relaxed);
         }
+        let _ = tokio::time::timeout(Duration::ZERO, out.shutdown()).await;
     } else {
-        let _ = tokio::time::timeout(drain, sink.close()).await;
+        let _ = tokio::time::timeout(drain, out.shutdown()).await;
     }
-    drop(sink);
+    drop(out);
     let _ = done.send(true);
 }
 
-/// What the writer does next.
-enum Step {
-    Close(u16),
-    Frames(Outbound),
-    Ping,
-}
-
-/// One write to the socket; false when the connection is over.
-async fn write_step(sink: &mut Sink, queue: &mut PeerQueue, step: Step) -> Result<bool, WsError> {
-    match step {
-        Step::Close(code) => {
-            sink.send(close_message(code)).await?;
-            Ok(false)
+/// `first` and every frame queued behind it, as bytes for the socket, up to
+/// and including a close frame (true when there was one: the end).
+fn encode_ready(first: Outbound, queue: &mut PeerQueue) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::with_capacity(wire_len(&first));
+    let mut msg = first;
+    loop {
+        encode(&mut bytes, &msg);
+        if matches!(msg, Outbound::Close(_)) {
+            return (bytes, true);
         }
-        Step::Ping => {
-            sink.send(Message::Ping(Bytes::new())).await?;
-            Ok(true)
-        }
-        Step::Frames(mut msg) => {
-            loop {
-                if let Outbound::Close(code) = msg {
-                    sink.send(close_message(code)).await?;
-                    return Ok(false);
-                }
-                sink.feed(to_message(msg)).await?;
-                match queue.try_recv() {
-                    Some(next) => msg = next,
-                    None => break,
-                }
-            }
-            sink.flush().await?;
-            Ok(true)
+        match queue.try_recv() {
+            Some(next) => msg = next,
+            None => return (bytes, false),
         }
     }
 }
 
-fn to_message(o: Outbound) -> Message {
-    match o {
-        Outbound::Text(s) => Message::text(s),
+/// A frame's bytes on the wire, header included (at most 10 bytes).
+fn wire_len(msg: &Outbound) -> usize {
+    10 + match msg {
+        Outbound::Text(s) => s.len(),
+        Outbound::Push { push, eid } => push.parts(eid).iter().map(|p| p.len()).sum(),
+        Outbound::Ping => 0,
+        Outbound::Pong(p) => p.len(),
+        Outbound::Close(code) => 2 + reason(*code).len(),
+    }
+}
+
+/// Appends one unmasked server frame (RFC 6455 §5.2), unfragmented.
+fn encode(out: &mut Vec<u8>, msg: &Outbound) {
+    let (opcode, parts): (OpCode, [&[u8]; 3]) = match msg {
+        Outbound::Text(s) => (OpCode::Data(Data::Text), [s.as_bytes(), &[], &[]]),
         Outbound::Push { push, eid } => {
-            let mut s = String::new();
-            push_frame(&mut s, push.kind, &eid, &push.data, push.ts);
-            Message::text(s)
+            let [head, eid, tail] = push.parts(eid);
+            (
+                OpCode::Data(Data::Text),
+                [head.as_bytes(), eid.as_bytes(), tail.as_bytes()],
+            )
         }
-        Outbound::Close(code) => close_message(code),
+        Outbound::Ping => (OpCode::Control(OpControl::Ping), [&[], &[], &[]]),
+        Outbound::Pong(p) => (OpCode::Control(OpControl::Pong), [p, &[], &[]]),
+        Outbound::Close(code) => {
+            let header = FrameHeader {
+                opcode: OpCode::Control(OpControl::Close),
+                ..FrameHeader::default()
+            };
+            let reason = reason(*code);
+            let _ = header.format(2 + reason.len() as u64, out);
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(reason.as_bytes());
+            return;
+        }
+    };
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len as u64, out);
+    for part in parts {
+        out.extend_from_slice(part);
     }
-}
-
-fn close_message(code: u16) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: Utf8Bytes::from_static(reason(code)),
-    }))
 }
 
 fn reason(code: u16) -> &'static str {
@@ -475,3 +602,6 @@ fn reason(code: u16) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests;

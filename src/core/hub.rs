@@ -12,15 +12,18 @@
 //!   client that floods requests without reading stops itself, while the
 //!   reader keeps running its timers.
 //!
-//! Pushes carry their `data` JSON in an `Arc`, serialized once for all
-//! subscribers; only the `eid` differs per socket and is spliced in by the
-//! writer. No lock here is held across an await.
+//! Pushes carry their frame in an `Arc`, rendered once for all subscribers
+//! around the one part that differs per socket: the `eid`, escaped once per
+//! subscription and spliced in by the writer. No lock here is held across
+//! an await.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
+
+use crate::shared::protocol::{push_head, push_tail};
 
 /// Identifies one connection within this replica.
 pub type ConnId = u64;
@@ -35,6 +38,8 @@ const FRAME_OVERHEAD: usize = 64;
 
 /// Close codes used by the server.
 pub mod close {
+    /// Normal closure (the echo of a client's close frame without a code).
+    pub const NORMAL: u16 = 1000;
     /// Going away: the server shuts down.
     pub const GOING_AWAY: u16 = 1001;
     /// Protocol error: the peer broke RFC 6455's framing rules.
@@ -47,15 +52,47 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-/// A push's shared part: serialized once, sent to many sockets.
+/// A push's shared part: its frame before and after the `eid`, rendered
+/// once for every subscriber of a change.
 #[derive(Debug)]
 pub struct SharedPush {
-    /// `hall_update` or `hall_snapshot`.
-    pub kind: &'static str,
-    /// The `data` object, already JSON.
-    pub data: String,
-    /// The server clock when the push was made.
-    pub ts: i64,
+    /// `{"type":…,"data":…,"eid":`
+    head: String,
+    /// `,"ts":…}`
+    tail: String,
+}
+
+impl SharedPush {
+    /// A push of `kind` (`hall_update`, `hall_snapshot`) with its `data`
+    /// already JSON, made at `ts`.
+    pub fn new(kind: &str, data_json: &str, ts: i64) -> Self {
+        let mut head = String::with_capacity(data_json.len() + kind.len() + 28);
+        push_head(&mut head, kind, data_json);
+        let mut tail = String::with_capacity(24);
+        push_tail(&mut tail, ts);
+        Self { head, tail }
+    }
+
+    /// The frame for one subscription, its `eid` given as a JSON string
+    /// literal.
+    pub fn frame(&self, eid_json: &str) -> String {
+        let mut out = String::with_capacity(self.len() + eid_json.len());
+        for part in self.parts(eid_json) {
+            out.push_str(part);
+        }
+        out
+    }
+
+    /// The frame's three parts around `eid_json`, for a writer that copies
+    /// them straight into its output.
+    pub fn parts<'a>(&'a self, eid_json: &'a str) -> [&'a str; 3] {
+        [&self.head, eid_json, &self.tail]
+    }
+
+    /// Bytes of the frame without its eid.
+    fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
 }
 
 /// One queued frame.
@@ -66,8 +103,16 @@ pub enum Outbound {
     /// A push, finished by the writer with this subscription's `eid`.
     Push {
         push: Arc<SharedPush>,
+        /// The eid as a JSON string literal
+        /// ([`crate::shared::protocol::json_str`]).
         eid: Arc<str>,
     },
+    /// A WebSocket ping (the connection's liveness timer).
+    Ping,
+    /// The answer to a client's ping, with its payload (a `Vec`: a `Bytes`
+    /// would make every queue slot 8 bytes larger, and tokio's channel
+    /// allocates 32 slots per socket).
+    Pong(Vec<u8>),
     /// Send a close frame after everything queued before it (a graceful
     /// close: shutdown, oversized frame).
     Close(u16),
@@ -79,8 +124,9 @@ impl Outbound {
         FRAME_OVERHEAD
             + match self {
                 Outbound::Text(s) => s.len(),
-                Outbound::Push { push, eid } => push.data.len() + eid.len(),
-                Outbound::Close(_) => 0,
+                Outbound::Pong(p) => p.len(),
+                Outbound::Push { push, eid } => push.len() + eid.len(),
+                Outbound::Ping | Outbound::Close(_) => 0,
             }
     }
 }
@@ -94,40 +140,26 @@ struct Budget {
     drained: Notify,
 }
 
-/// Asks a connection to close with a code; the first code wins.
+/// Asks a connection to close with a code; the first code wins. The writer
+/// looks at it before each write, so the close goes before whatever is still
+/// queued; [`Peer::close`] also queues the close frame, which wakes an idle
+/// writer (one wake-up source: the writer waits on its queue alone).
 #[derive(Debug, Default)]
 pub struct Closer {
     code: AtomicU16,
-    notify: Notify,
 }
 
 impl Closer {
     /// True when this call was the first (its code wins).
     pub fn close(&self, code: u16) -> bool {
-        let first = self
-            .code
+        self.code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if first {
-            self.notify.notify_one();
-        }
-        first
+            .is_ok()
     }
 
     /// The close code asked for, if any.
     pub fn code(&self) -> Option<u16> {
         Some(self.code.load(Ordering::Acquire)).filter(|c| *c != 0)
-    }
-
-    /// Resolves with the close code once [`Closer::close`] was called.
-    pub async fn closed(&self) -> u16 {
-        loop {
-            let code = self.code.load(Ordering::Acquire);
-            if code != 0 {
-                return code;
-            }
-            self.notify.notified().await;
-        }
     }
 }
 
@@ -164,7 +196,7 @@ impl Peer {
             self.budget.queued.fetch_sub(cost, Ordering::AcqRel);
             // Only the push that overflowed reports the slow consumer
             // (it is counted once); later ones find it already closing.
-            return if self.closer.close(close::TRY_AGAIN_LATER) {
+            return if self.close(close::TRY_AGAIN_LATER) {
                 Err(PushError::SlowConsumer)
             } else {
                 Err(PushError::Closed)
@@ -208,8 +240,15 @@ impl Peer {
         }
     }
 
-    pub fn close(&self, code: u16) {
-        let _ = self.closer.close(code);
+    /// Closes the connection with `code` before what is queued; true when
+    /// this call was the first (its code wins).
+    pub fn close(&self, code: u16) -> bool {
+        let first = self.closer.close(code);
+        if first {
+            // Wakes the writer, which then finds the code.
+            let _ = self.send(Outbound::Close(code));
+        }
+        first
     }
 }
 
@@ -312,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn full_queue_closes_with_1013() {
         let hub = Hub::default();
-        let (peer, q) = hub.register(1000);
+        let (peer, mut q) = hub.register(1000);
         assert!(peer.push(text(400)).is_ok());
         assert!(peer.push(text(400)).is_ok());
         // Counted in bytes, not frames: a third one does not fit.
@@ -322,7 +361,17 @@ mod tests {
             peer.push(Outbound::Text("d".into())),
             Err(PushError::Closed)
         );
-        assert_eq!(q.closer.closed().await, close::TRY_AGAIN_LATER);
+        assert_eq!(q.closer.code(), Some(close::TRY_AGAIN_LATER));
+        // The close frame is queued too: it wakes the writer.
+        let queued: Vec<Outbound> = std::iter::from_fn(|| q.try_recv()).collect();
+        assert!(matches!(
+            queued.as_slice(),
+            [
+                Outbound::Text(_),
+                Outbound::Text(_),
+                Outbound::Close(close::TRY_AGAIN_LATER)
+            ]
+        ));
     }
 
     #[tokio::test]
@@ -362,7 +411,9 @@ mod tests {
         let (_p1, q1) = hub.register(4);
         let (_p2, q2) = hub.register(4);
         hub.close_all(close::GOING_AWAY);
-        assert_eq!(q1.closer.closed().await, 1001);
-        assert_eq!(q2.closer.closed().await, 1001);
+        for mut q in [q1, q2] {
+            assert_eq!(q.closer.code(), Some(close::GOING_AWAY));
+            assert!(matches!(q.recv().await, Some(Outbound::Close(1001))));
+        }
     }
 }

@@ -87,6 +87,17 @@ impl Listener {
         let _ = self.commands.send(Command::Unlisten(channel.to_owned()));
     }
 
+    /// A listener without a task, so without a database: every `listen`
+    /// fails with `Unavailable` (unit tests of the layers above).
+    #[cfg(test)]
+    pub fn stopped() -> Self {
+        let (commands, _) = mpsc::unbounded_channel();
+        Self {
+            commands,
+            up: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// True while the connection is up and every channel is listened.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

@@ -1,7 +1,10 @@
 //! A token bucket, used for the per-connection request limit (burst 50,
 //! refilled 50 per second). Pure and clock-injected so it is unit-tested.
+//! Its instants are tokio's, so a paused test runtime drives it too.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// A token bucket holding up to `burst` tokens, refilled at `per_sec`.
 #[derive(Debug, Clone)]

@@ -41,7 +41,7 @@ use crate::models::changes::ChangeSet;
 use crate::models::ModelError;
 use crate::shared::clock::now_ms;
 use crate::shared::ids::{hall_channel, ScreeningId, UserId};
-use crate::shared::protocol::push_frame;
+use crate::shared::protocol::{json_str, push_frame};
 
 use super::render;
 use super::sources::{Channels, Snapshots};
@@ -74,7 +74,8 @@ impl From<ModelError> for SubscriptionError {
 
 struct Sub {
     peer: Peer,
-    /// The subscribe request's eid, carried by every push.
+    /// The subscribe request's eid, carried by every push: as a JSON string
+    /// literal, escaped once here rather than in every push.
     eid: Arc<str>,
     user: Option<UserId>,
     /// Changes at or below this version are already reflected client-side.
@@ -234,12 +235,11 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
         if screen.version.is_none() {
             screen.version = Some(snap.version);
         }
-        let eid: Arc<str> = Arc::from(eid);
         let mut frame = String::new();
         push_frame(
             &mut frame,
             "subscribe_hall",
-            &eid,
+            eid,
             &render::snapshot(snap, user),
             now_ms(),
         );
@@ -247,7 +247,7 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
         let _ = peer.push(Outbound::Text(frame));
         let mut sub = Sub {
             peer: peer.clone(),
-            eid,
+            eid: Arc::from(json_str(eid)),
             user,
             min_version: snap.version,
             held: None,
@@ -417,22 +417,22 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
                 Some(u) => match variants.iter().find(|(v, _)| *v == u) {
                     Some((_, p)) => p.clone(),
                     None => {
-                        let p = Arc::new(SharedPush {
-                            kind: "hall_update",
-                            data: render::update(change, Some(u)),
+                        let p = Arc::new(SharedPush::new(
+                            "hall_update",
+                            &render::update(change, Some(u)),
                             ts,
-                        });
+                        ));
                         variants.push((u, p.clone()));
                         p
                     }
                 },
                 None => shared
                     .get_or_insert_with(|| {
-                        Arc::new(SharedPush {
-                            kind: "hall_update",
-                            data: render::update(change, None),
+                        Arc::new(SharedPush::new(
+                            "hall_update",
+                            &render::update(change, None),
                             ts,
-                        })
+                        ))
                     })
                     .clone(),
             };
@@ -487,11 +487,11 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
             return true;
         }
         sub.min_version = change.version;
-        let push = Arc::new(SharedPush {
-            kind: "hall_update",
-            data: render::update(change, sub.user),
-            ts: now_ms(),
-        });
+        let push = Arc::new(SharedPush::new(
+            "hall_update",
+            &render::update(change, sub.user),
+            now_ms(),
+        ));
         self.send(sub, push)
     }
 
@@ -554,11 +554,11 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
             let push = variants
                 .entry(key)
                 .or_insert_with(|| {
-                    Arc::new(SharedPush {
-                        kind: "hall_snapshot",
-                        data: render::snapshot(snap, key),
+                    Arc::new(SharedPush::new(
+                        "hall_snapshot",
+                        &render::snapshot(snap, key),
                         ts,
-                    })
+                    ))
                 })
                 .clone();
             sub.min_version = snap.version;
@@ -752,20 +752,24 @@ mod tests {
     fn frames(q: &mut PeerQueue) -> Vec<(String, Value)> {
         let mut out = Vec::new();
         while let Some(msg) = q.try_recv() {
-            match msg {
-                Outbound::Text(t) => {
-                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                    out.push((
-                        v["type"].as_str().unwrap_or("").to_owned(),
-                        v["data"].clone(),
-                    ));
+            let text = match msg {
+                Outbound::Text(t) => t,
+                Outbound::Push { push, eid } => push.frame(&eid),
+                control => {
+                    let kind = if matches!(control, Outbound::Ping) {
+                        "ping"
+                    } else {
+                        "close"
+                    };
+                    out.push((kind.into(), Value::Null));
+                    continue;
                 }
-                Outbound::Push { push, .. } => {
-                    let data = serde_json::from_str(&push.data).unwrap_or(Value::Null);
-                    out.push((push.kind.to_owned(), data));
-                }
-                Outbound::Close(_) => out.push(("close".into(), Value::Null)),
-            }
+            };
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            out.push((
+                v["type"].as_str().unwrap_or("").to_owned(),
+                v["data"].clone(),
+            ));
         }
         out
     }

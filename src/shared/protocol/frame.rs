@@ -62,16 +62,33 @@ fn internal_frame(kind: &str, eid: Option<&str>) -> String {
 /// `eid` and `ts` differ per connection, so they are spliced around the
 /// shared bytes instead of re-serializing `data` per subscriber.
 pub fn push_frame(out: &mut String, kind: &str, eid: &str, data_json: &str, ts: i64) {
-    use std::fmt::Write;
     out.reserve(kind.len() + eid.len() + data_json.len() + 48);
+    push_head(out, kind, data_json);
+    // An eid is client text: escape it as JSON.
+    write_json_str(out, eid);
+    push_tail(out, ts);
+}
+
+/// A push frame up to its eid: `{"type":…,"data":…,"eid":`. With
+/// [`push_tail`] around an eid from [`json_str`] it is [`push_frame`]'s
+/// frame, for frames whose parts are shared by many subscribers.
+pub fn push_head(out: &mut String, kind: &str, data_json: &str) {
     out.push_str("{\"type\":\"");
     out.push_str(kind);
     out.push_str("\",\"data\":");
     out.push_str(data_json);
     out.push_str(",\"eid\":");
-    // An eid is client text: escape it as JSON.
-    write_json_str(out, eid);
+}
+
+/// A push frame after its eid: `,"ts":…}`.
+pub fn push_tail(out: &mut String, ts: i64) {
+    use std::fmt::Write;
     let _ = write!(out, ",\"ts\":{ts}}}");
+}
+
+/// `s` as a JSON string literal, quoted and escaped.
+pub fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "null".into())
 }
 
 fn write_json_str(out: &mut String, s: &str) {

@@ -14,7 +14,7 @@ pub mod answer;
 pub mod frame;
 pub mod request;
 
-pub use frame::{error_frame, frame, push_frame};
+pub use frame::{error_frame, frame, json_str, push_frame, push_head, push_tail};
 pub use request::{Envelope, Refused, Request};
 
 use serde_json::{Map, Value};
