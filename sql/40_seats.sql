@@ -114,8 +114,9 @@ BEGIN
     -- beyond). A seat between two requested seats is found from both sides; the rare refusal path sorts them.
     -- Reading the neighbours here rather than in a function of sql/45_box_office.sql costs two index probes a
     -- seat and no call or statement of its own: the check is on every hold (PROTOCOL: at most 15 % of a hold).
-    -- The neighbours are read, not locked (FOR UPDATE OF ss locks the requested rows only): holds of the
-    -- screening wait for its advisory lock above, and nothing else can close an open seat.
+    -- The neighbours are read, not locked (FOR UPDATE OF ss locks the requested rows only): the holds of the
+    -- screening wait for its advisory lock above, and nothing else closes an open seat but a DBA's change (a
+    -- blocked seat), which the rule never binds.
     SELECT count(*)::int,
            count(*) FILTER (WHERE l.status = 'held' AND l.user_id = p_user AND l.hold_expires_at > now())::int,
            bool_or(l.kind = 'companion'),
