@@ -1102,6 +1102,12 @@ async fn best_seats_for_three_then_book_and_a_refused_orphan_hold_is_explained()
     for name in &held {
         b.wait_seat(&seat[name], "held", true).await;
     }
+    // The seats turn mine with the push, which may come before the answer that sets the message line.
+    b.wait(
+        "the hold's answer in the message line",
+        r#"document.querySelector('[data-testid="message"]').textContent.includes("B3")"#,
+    )
+    .await;
     let msg = b.text("message").await;
     assert!(
         msg.contains("B3") && msg.contains("30.00"),
