@@ -18,6 +18,17 @@
 -- gets the next version and commits (and notifies) after the first. Hence
 -- versions reach listeners in commit order, gap-free.
 --
+-- Who publishes: the api functions of sql/40_seats.sql that change seats (hold, release, book, cancel) know
+-- which seats they change and to what, so they bump and notify themselves, with the same payload function
+-- (internal.seat_payload) and in the same transaction, right after their one UPDATE; they run with
+-- marquee.publisher = 'api' (a SET clause of the function), and the triggers below stand aside while it is set
+-- (their WHEN clause). Everything else (the sweep, admin functions, hold_best_available, a DBA's plain UPDATE)
+-- is published by the triggers. Why: the statement trigger's machinery (transition tables handed to a
+-- SECURITY DEFINER PL/pgSQL call, a hash full join and a string_agg per statement) cost about as much as the
+-- rest of a one-seat change (docs/benchmarks.md, session 5). The setting only says who sends the notification:
+-- a session that sets it itself can silence its own direct changes, which only a role allowed to UPDATE
+-- seat_states (a DBA) can make.
+--
 -- Lapsed holds: a held row whose hold_expires_at has passed reads as free
 -- everywhere (api.hall_snapshot included) until the sweep rewrites it. If its
 -- holder takes it again before the sweep, (status, user_id) does not change,
@@ -44,6 +55,45 @@ $$;
 COMMENT ON FUNCTION internal.seat_change_entry(bigint, text, bigint) IS
     'One changed seat as it appears in a notification: [seat_id,"status",user_id|null].';
 
+-- The entries of seats that all change to one status (one user, or none): the api functions' form of the list
+-- the trigger aggregates row by row. array_to_string joins the ids with the tail of one entry and the head of the
+-- next, so the whole list is one expression, inlined like the function below. p_seats: non-empty, sorted.
+-- Callers assign it to a variable before passing it to internal.seat_payload: an argument that is itself an
+-- expression of more than ten operators would stop the planner from inlining seat_payload (which reads each of
+-- its parameters more than once), and a SQL function that is not inlined is planned again on every call.
+CREATE OR REPLACE FUNCTION internal.seat_entries(p_seats bigint[], p_status text, p_user bigint)
+RETURNS text
+LANGUAGE sql
+STABLE PARALLEL SAFE  -- not IMMUTABLE: array_to_string is STABLE, and a function claiming more is never inlined
+AS $$
+    SELECT '[' || array_to_string(p_seats, ',"' || p_status || '",' || coalesce(p_user::text, 'null') || '],[')
+           || ',"' || p_status || '",' || coalesce(p_user::text, 'null') || ']'
+$$;
+
+COMMENT ON FUNCTION internal.seat_entries(bigint[], text, bigint) IS
+    'The notification entries of seats (non-empty, sorted) that all became p_status of p_user: '
+    '[id,"status",user|null],... in the order given.';
+
+-- One expression (no call once inlined): the 18 bytes around the entries are counted rather than the payload
+-- built twice.
+CREATE OR REPLACE FUNCTION internal.seat_payload(p_screening bigint, p_version bigint, p_changes text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+               WHEN octet_length(p_changes) + octet_length(p_screening::text) + octet_length(p_version::text) + 18
+                    > 7900
+                   -- pg_notify refuses payloads of 8,000 bytes or more: subscribers fetch api.hall_snapshot instead.
+                   THEN '{"s":' || p_screening::text || ',"v":' || p_version::text || ',"r":1}'
+               ELSE '{"s":' || p_screening::text || ',"v":' || p_version::text || ',"c":[' || p_changes || ']}'
+           END
+$$;
+
+COMMENT ON FUNCTION internal.seat_payload(bigint, bigint, text) IS
+    'A seat notification''s payload: {"s":screening,"v":version,"c":[entries]}, or the resync notice '
+    '{"s","v","r":1} when that would pass 7,900 bytes.';
+
 -- A PL/pgSQL function of its own cost a call per notification (about 2 µs, as much as pg_notify itself); as a
 -- one-expression SQL function it is inlined into the trigger's cached plan. tests/sql/fixtures.psql replaces it
 -- (in PL/pgSQL) inside its own transaction, which invalidates that plan.
@@ -67,7 +117,6 @@ AS $$
 DECLARE
     v_version bigint;
     v_hall    bigint;
-    v_payload text;
 BEGIN
     UPDATE screenings AS sc
        SET version = sc.version + 1
@@ -78,12 +127,7 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    v_payload := '{"s":' || p_screening || ',"v":' || v_version || ',"c":[' || p_changes || ']}';
-    IF octet_length(v_payload) > 7900 THEN
-        -- pg_notify refuses payloads of 8,000 bytes or more: subscribers fetch api.hall_snapshot instead.
-        v_payload := '{"s":' || p_screening || ',"v":' || v_version || ',"r":1}';
-    END IF;
-    PERFORM internal.send_notification('hall_' || v_hall, v_payload);
+    PERFORM internal.send_notification('hall_' || v_hall, internal.seat_payload(p_screening, v_version, p_changes));
     RETURN v_version;
 END;
 $$;
@@ -104,7 +148,6 @@ DECLARE
     r         record;
     v_version bigint;
     v_hall    bigint;
-    v_payload text;
 BEGIN
     -- Screenings are published in id order so that statements touching several screenings (the sweep, a DBA's
     -- UPDATE) take the screening row locks in one global order and cannot deadlock with each other.
@@ -136,11 +179,8 @@ BEGIN
              WHERE sc.id = r.screening_id
             RETURNING sc.version, sc.hall_id INTO v_version, v_hall;
             CONTINUE WHEN NOT FOUND;
-            v_payload := '{"s":' || r.screening_id || ',"v":' || v_version || ',"c":[' || r.changes || ']}';
-            IF octet_length(v_payload) > 7900 THEN
-                v_payload := '{"s":' || r.screening_id || ',"v":' || v_version || ',"r":1}';
-            END IF;
-            PERFORM internal.send_notification('hall_' || v_hall, v_payload);
+            PERFORM internal.send_notification('hall_' || v_hall,
+                                               internal.seat_payload(r.screening_id, v_version, r.changes));
         END LOOP;
 
     ELSIF TG_OP = 'INSERT' THEN
@@ -184,7 +224,9 @@ SELECT internal.ensure_trigger(
     CREATE TRIGGER seat_states_notify_insert
         AFTER INSERT ON seat_states
         REFERENCING NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION internal.seat_states_notify()
+        FOR EACH STATEMENT
+        WHEN (current_setting('marquee.publisher', true) IS DISTINCT FROM 'api')
+        EXECUTE FUNCTION internal.seat_states_notify()
     $ddl$,
     'Inserted non-free seats are a change: bump the version and notify hall_<hall_id>.');
 
@@ -194,7 +236,9 @@ SELECT internal.ensure_trigger(
     CREATE TRIGGER seat_states_notify_update
         AFTER UPDATE ON seat_states
         REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION internal.seat_states_notify()
+        FOR EACH STATEMENT
+        WHEN (current_setting('marquee.publisher', true) IS DISTINCT FROM 'api')
+        EXECUTE FUNCTION internal.seat_states_notify()
     $ddl$,
     'Seats whose (status, user_id) changed: bump the version and notify hall_<hall_id>, once per screening per statement.');
 
@@ -204,7 +248,9 @@ SELECT internal.ensure_trigger(
     CREATE TRIGGER seat_states_notify_delete
         AFTER DELETE ON seat_states
         REFERENCING OLD TABLE AS old_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION internal.seat_states_notify()
+        FOR EACH STATEMENT
+        WHEN (current_setting('marquee.publisher', true) IS DISTINCT FROM 'api')
+        EXECUTE FUNCTION internal.seat_states_notify()
     $ddl$,
     'Deleted non-free seats read as free from now on: bump the version and notify hall_<hall_id>.');
 

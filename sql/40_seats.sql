@@ -33,10 +33,12 @@ CREATE OR REPLACE FUNCTION api.hold_seats(p_user bigint, p_screening bigint, p_s
 RETURNS TABLE (expires_at timestamptz, version bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
+    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
     v_seats       bigint[] := p_seats;
     v_n           int := cardinality(p_seats);
     v_user_ok     boolean;
@@ -51,11 +53,13 @@ DECLARE
     v_found       int;
     v_renewed     int;
     v_first_taken timestamptz;
-    v_orphans     bigint[];
+    v_orphan      boolean;
+    v_taken       boolean;
     v_unavailable bigint[];
     v_missing     bigint[];
     v_mine        bigint;
     v_user_holds  bigint;
+    v_changed     bigint[];
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
 
@@ -105,36 +109,46 @@ BEGIN
     PERFORM pg_advisory_xact_lock(2, (p_user % 2147483647)::int);
 
     -- Lock the requested seats in seat_id order and classify them in the same statement: their kind (only a
-    -- companion seat needs the companion rule) and, with the orphan rule on, the orphans the hold would make.
+    -- companion seat needs the companion rule), whether any is taken, whether the hold would make an orphan
+    -- (with the orphan rule on), and the user's other seats for the two limits. It answers counts and flags only:
+    -- the lists an error names (the taken seats, the orphans) are read again on the error paths, because every
+    -- array_agg, FILTER and sub-plan here is set up anew on each call (the executor's start-up of this statement
+    -- was the largest part of a hold; docs/benchmarks.md, session 5).
     --
     -- Orphans: only a neighbour f of a requested seat s can become one, and f's neighbours are s (held after the
-    -- request, whatever it was before) and the seat beyond f. So the seats from 2 left to 2 right of s, as they
-    -- are before the request, decide it: f is an orphan when it stays open (open and not requested), the seat
-    -- beyond it does not (absent, taken or requested), and f had an open neighbour before (s, or the seat
-    -- beyond). A seat between two requested seats is found from both sides; the rare refusal path sorts them.
-    -- Reading the neighbours here rather than in a function of sql/45_box_office.sql costs two index probes a
-    -- seat and no call or statement of its own: the check is on every hold (PROTOCOL: at most 15 % of a hold).
-    -- The neighbours are read, not locked (FOR UPDATE OF ss locks the requested rows only): the holds of the
-    -- screening wait for its advisory lock above, and nothing else closes an open seat but a DBA's change (a
-    -- blocked seat), which the rule never binds.
+    -- request, whatever it was before) and the seat g beyond f. So the seats from 2 left to 2 right of s, as they
+    -- are before the request, decide it: f is an orphan when it stays open (open and not requested), g does not
+    -- (absent, taken or requested), and f had an open neighbour before (s or g). The neighbours' states fold into
+    -- one bit mask per requested seat, two bits per offset d from s: bit 2(d+2) "stays open", bit 2(d+2)+1 "open"
+    -- (d = -2: 1 and 2, d = -1: 4 and 8, d = 1: 64 and 128, d = 2: 256 and 512; an absent seat sets neither).
+    -- internal.orphan_refusal names the orphans (sql/45_box_office.sql). The neighbours are read, not locked
+    -- (FOR UPDATE OF ss locks the requested rows only): the holds of the screening wait for its advisory lock
+    -- above, and nothing else closes an open seat but a DBA's change (a blocked seat), which the rule never binds.
     SELECT count(*)::int,
-           count(*) FILTER (WHERE l.status = 'held' AND l.user_id = p_user AND l.hold_expires_at > now())::int,
+           count(*) FILTER (WHERE l.live_own)::int,
            bool_or(l.kind = 'companion'),
-           min(coalesce(l.held_at, now()))
-               FILTER (WHERE l.status = 'held' AND l.user_id = p_user AND l.hold_expires_at > now()),
-           array_agg(l.seat_id ORDER BY l.seat_id)
-               FILTER (WHERE l.status IN ('booked', 'blocked')
-                          OR (l.status = 'held' AND l.user_id <> p_user AND l.hold_expires_at > now())),
-           -- f stays open, the seat beyond it does not, and f had an open neighbour before (l or the seat beyond).
-           array_cat(array_agg(nb.left_id)
-                         FILTER (WHERE nb.left_stays_open AND NOT coalesce(nb.left2_stays_open, false)
-                                   AND (l.open OR coalesce(nb.left2_open, false))),
-                     array_agg(nb.right_id)
-                         FILTER (WHERE nb.right_stays_open AND NOT coalesce(nb.right2_stays_open, false)
-                                   AND (l.open OR coalesce(nb.right2_open, false))))
-      INTO v_found, v_renewed, v_companion, v_first_taken, v_unavailable, v_orphans
+           min(coalesce(l.held_at, now())) FILTER (WHERE l.live_own),
+           bool_or(l.status IN ('booked', 'blocked')
+                   OR (l.status = 'held' AND l.user_id <> p_user AND l.hold_expires_at > now())),
+           -- Left: f = s - 1 stays open (4), g = s - 2 does not (1), and s or g was open (2).
+           -- Right: f = s + 1 stays open (64), g = s + 2 does not (256), and s or g was open (512).
+           -- With the rule off the mask is null, and so is the flag.
+           bool_or((nb.mask & 4 <> 0 AND nb.mask & 1 = 0 AND (l.open OR nb.mask & 2 <> 0))
+                   OR (nb.mask & 64 <> 0 AND nb.mask & 256 = 0 AND (l.open OR nb.mask & 512 <> 0))),
+           -- The limits: the user's other seats of this screening, and the user's other live holds anywhere.
+           (SELECT count(*)
+              FROM seat_states AS ss
+             WHERE ss.screening_id = p_screening AND ss.user_id = p_user
+               AND (ss.status = 'booked' OR (ss.status = 'held' AND ss.hold_expires_at > now()))
+               AND ss.seat_id <> ALL (v_seats)),
+           (SELECT count(*)
+              FROM seat_states AS ss
+             WHERE ss.user_id = p_user AND ss.status = 'held' AND ss.hold_expires_at > now()
+               AND NOT (ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)))
+      INTO v_found, v_renewed, v_companion, v_first_taken, v_taken, v_orphan, v_mine, v_user_holds
       FROM (SELECT ss.seat_id, ss.status, ss.user_id, ss.hold_expires_at, ss.held_at,
                    s.kind, s.hall_id, s.row_label, s.x,
+                   ss.status = 'held' AND ss.user_id = p_user AND ss.hold_expires_at > now() AS live_own,
                    ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now()) AS open
               FROM seat_states AS ss
               JOIN seats AS s ON s.id = ss.seat_id
@@ -142,15 +156,10 @@ BEGIN
              ORDER BY ss.seat_id
                FOR UPDATE OF ss) AS l
      CROSS JOIN LATERAL
-           (SELECT max(n.id) FILTER (WHERE n.x = l.x - 1) AS left_id,
-                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x - 1) AS left_stays_open,
-                   bool_or(n.open) FILTER (WHERE n.x = l.x - 2) AS left2_open,
-                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x - 2) AS left2_stays_open,
-                   max(n.id) FILTER (WHERE n.x = l.x + 1) AS right_id,
-                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x + 1) AS right_stays_open,
-                   bool_or(n.open) FILTER (WHERE n.x = l.x + 2) AS right2_open,
-                   bool_or(n.open AND NOT n.requested) FILTER (WHERE n.x = l.x + 2) AS right2_stays_open
-              FROM (SELECT n.id, n.x, n.id = ANY (v_seats) AS requested,
+           (SELECT bit_or((CASE WHEN n.open THEN 2 ELSE 0 END
+                           | CASE WHEN n.open AND n.id <> ALL (v_seats) THEN 1 ELSE 0 END) << (2 * (n.x - l.x + 2)))
+                       AS mask
+              FROM (SELECT n.id, n.x,
                            ns.status = 'free' OR (ns.status = 'held' AND ns.hold_expires_at <= now()) AS open
                       FROM seats AS n
                       JOIN seat_states AS ns ON ns.screening_id = p_screening AND ns.seat_id = n.id
@@ -179,16 +188,6 @@ BEGIN
     END IF;
 
     -- After this call the user holds every requested seat: the limits count the user's other seats plus them.
-    SELECT (SELECT count(*)
-              FROM seat_states AS ss
-             WHERE ss.screening_id = p_screening AND ss.user_id = p_user
-               AND (ss.status = 'booked' OR (ss.status = 'held' AND ss.hold_expires_at > now()))
-               AND ss.seat_id <> ALL (v_seats)),
-           (SELECT count(*)
-              FROM seat_states AS ss
-             WHERE ss.user_id = p_user AND ss.status = 'held' AND ss.hold_expires_at > now()
-               AND NOT (ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)))
-      INTO v_mine, v_user_holds;
     IF v_mine + v_n > v_seat_limit THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ411',
             MESSAGE = format('You can hold or book at most %s seats for one screening.', v_seat_limit);
@@ -198,7 +197,13 @@ BEGIN
             MESSAGE = format('You can hold at most %s seats at a time over all screenings.', v_user_limit);
     END IF;
 
-    IF v_unavailable IS NOT NULL THEN
+    IF v_taken THEN
+        -- The rows are locked: read again, they are as the statement above saw them.
+        SELECT array_agg(ss.seat_id ORDER BY ss.seat_id) INTO v_unavailable
+          FROM seat_states AS ss
+         WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
+           AND (ss.status IN ('booked', 'blocked')
+                OR (ss.status = 'held' AND ss.user_id <> p_user AND ss.hold_expires_at > now()));
         RAISE EXCEPTION USING ERRCODE = 'MQ409', MESSAGE = 'Some of these seats are no longer available.',
                               DETAIL = internal.ids_json(v_unavailable);
     END IF;
@@ -207,8 +212,19 @@ BEGIN
     IF v_companion THEN
         PERFORM internal.companion_check(p_user, p_screening, v_seats, false);
     END IF;
-    IF v_orphans IS NOT NULL THEN
-        PERFORM internal.orphan_refusal(p_screening, v_orphans, v_n - v_renewed);
+    IF v_orphan THEN
+        PERFORM internal.orphan_refusal(p_screening, v_seats, v_n - v_renewed);
+    END IF;
+
+    -- The seats whose (status, user) changes and which subscribers are told of: all but the user's live holds,
+    -- which are only renewed (a lapsed hold taken again is a change, sql/20_notify.sql).
+    IF v_renewed = 0 THEN
+        v_changed := v_seats;
+    ELSIF v_renewed < v_n THEN
+        SELECT array_agg(ss.seat_id ORDER BY ss.seat_id) INTO v_changed
+          FROM seat_states AS ss
+         WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats)
+           AND NOT (ss.status = 'held' AND ss.user_id = p_user AND ss.hold_expires_at > now());
     END IF;
 
     -- A seat the user holds live is renewed and keeps the moment it was taken; any other becomes a new hold.
@@ -231,7 +247,15 @@ BEGIN
     -- The answer's expiry is the earliest of the seats' (the oldest renewed hold reaches its cap first).
     expires_at := least(now() + make_interval(secs => v_ttl),
                         coalesce(v_first_taken, now()) + make_interval(secs => v_max_hold));
-    SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;
+    IF v_changed IS NULL THEN
+        SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;  -- renewals only: no change
+    ELSE
+        -- This function publishes its change (sql/20_notify.sql, "Who publishes"): the version bump's row lock
+        -- orders it with the screening's other changes until commit.
+        UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = p_screening RETURNING sc.version INTO version;
+        v_entries := internal.seat_entries(v_changed, 'held', p_user);
+        PERFORM internal.send_notification('hall_' || v_hall, internal.seat_payload(p_screening, version, v_entries));
+    END IF;
     RETURN NEXT;
 END;
 $$;
@@ -248,10 +272,12 @@ CREATE OR REPLACE FUNCTION api.release_seats(p_user bigint, p_screening bigint, 
 RETURNS TABLE (seat_ids bigint[], version bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
+    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
     v_seats     bigint[] := p_seats;
     v_n         int := cardinality(p_seats);
     v_user_ok   boolean;
@@ -312,7 +338,14 @@ BEGIN
     )
     SELECT coalesce(array_agg(r.seat_id ORDER BY r.seat_id), '{}') INTO seat_ids FROM released AS r;
 
-    SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;
+    IF cardinality(seat_ids) = 0 THEN
+        SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;  -- nothing was released
+    ELSE
+        -- Published here, not by the trigger (sql/20_notify.sql, "Who publishes").
+        UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = p_screening RETURNING sc.version INTO version;
+        v_entries := internal.seat_entries(seat_ids, 'free', NULL);
+        PERFORM internal.send_notification('hall_' || v_hall, internal.seat_payload(p_screening, version, v_entries));
+    END IF;
     RETURN NEXT;
 END;
 $$;
@@ -334,10 +367,12 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
+    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
     v_seats       bigint[] := p_seats;
     v_n           int := cardinality(p_seats);
     v_user_ok     boolean;
@@ -436,11 +471,15 @@ BEGIN
     INSERT INTO booking_seats (booking_id, screening_id, seat_id, active)
     SELECT book_seats.booking_id, p_screening, u.id, true FROM unnest(v_seats) AS u(id);
 
+    -- Published here, not by the trigger (sql/20_notify.sql, "Who publishes"): every seat was the user's live hold.
+    UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = p_screening RETURNING sc.version INTO version;
+    v_entries := internal.seat_entries(v_seats, 'booked', p_user);
+    PERFORM internal.send_notification('hall_' || v_hall, internal.seat_payload(p_screening, version, v_entries));
+
     screening_id := p_screening;
     seat_ids := v_seats;
     currency := v_currency;
     status := 'confirmed';
-    SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;
     RETURN NEXT;
 END;
 $$;
@@ -464,11 +503,16 @@ RETURNS TABLE (
     version      bigint
 )
 LANGUAGE plpgsql
+SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
+    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
     v_booking   record;
+    v_freed     bigint[];
+    v_hall      bigint;
+    v_version   bigint;
     v_starts_at timestamptz;
 BEGIN
     IF p_booking IS NULL THEN
@@ -501,9 +545,21 @@ BEGIN
           ORDER BY ss.seat_id
             FOR UPDATE;
 
-        UPDATE seat_states AS ss
-           SET status = 'free', user_id = NULL, booking_id = NULL
-         WHERE ss.screening_id = v_booking.screening_id AND ss.booking_id = v_booking.id;
+        WITH freed AS (
+            UPDATE seat_states AS ss
+               SET status = 'free', user_id = NULL, booking_id = NULL
+             WHERE ss.screening_id = v_booking.screening_id AND ss.booking_id = v_booking.id
+            RETURNING ss.seat_id
+        )
+        SELECT array_agg(f.seat_id ORDER BY f.seat_id) INTO v_freed FROM freed AS f;
+        IF v_freed IS NOT NULL THEN
+            -- Published here, not by the trigger (sql/20_notify.sql, "Who publishes").
+            UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = v_booking.screening_id
+            RETURNING sc.hall_id, sc.version INTO v_hall, v_version;
+            v_entries := internal.seat_entries(v_freed, 'free', NULL);
+            PERFORM internal.send_notification('hall_' || v_hall,
+                                               internal.seat_payload(v_booking.screening_id, v_version, v_entries));
+        END IF;
 
         UPDATE booking_seats AS bs SET active = false WHERE bs.booking_id = v_booking.id;
         UPDATE bookings AS b SET status = 'cancelled', cancelled_at = now() WHERE b.id = v_booking.id;

@@ -172,7 +172,19 @@ COMMENT ON FUNCTION internal.seat_together_possible(bigint, int) IS
 DROP FUNCTION IF EXISTS internal.seat_rule_check(bigint, bigint, bigint[]);
 DROP FUNCTION IF EXISTS internal.seat_rule_check(bigint, bigint, bigint[], boolean, boolean);
 
-CREATE OR REPLACE FUNCTION internal.orphan_refusal(p_screening bigint, p_orphans bigint[], p_new int)
+-- The refusal takes the requested seats now (it used to take the orphans api.hold_seats had listed): same types, a
+-- new parameter name, which CREATE OR REPLACE cannot change.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_proc AS p
+                WHERE p.oid = to_regprocedure('internal.orphan_refusal(bigint, bigint[], int)')
+                  AND p.proargnames[2] = 'p_orphans') THEN
+        DROP FUNCTION internal.orphan_refusal(bigint, bigint[], int);
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION internal.orphan_refusal(p_screening bigint, p_seats bigint[], p_new int)
 RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -180,19 +192,45 @@ DECLARE
     v_orphans bigint[];
 BEGIN
     -- Only the "no alternative" exception is left to decide, and it needs the whole hall: it runs only here, once
-    -- a hold was found to make an orphan.
+    -- api.hold_seats found that the hold makes an orphan.
     IF NOT internal.seat_together_possible(p_screening, p_new) THEN
         RETURN;
     END IF;
-    -- A seat between two requested seats was found from both of its sides.
-    SELECT array_agg(DISTINCT o.id ORDER BY o.id) INTO v_orphans FROM unnest(p_orphans) AS o(id);
+    -- The orphans, by the rule api.hold_seats applies as a bit mask (sql/40_seats.sql), spelled out: a neighbour f
+    -- of a requested seat s is an orphan when it stays open (open, not requested), the seat g beyond it does not
+    -- (absent, taken or requested), and s or g was open. The requested rows are locked by the caller, and the
+    -- screening's holds wait for its advisory lock, so this reads what the caller's statement read.
+    WITH requested AS (
+        SELECT s.id, s.hall_id, s.row_label, s.x,
+               ss.status = 'free' OR (ss.status = 'held' AND ss.hold_expires_at <= now()) AS open
+          FROM seats AS s
+          JOIN seat_states AS ss ON ss.screening_id = p_screening AND ss.seat_id = s.id
+         WHERE s.id = ANY (p_seats)
+    ), around AS (
+        SELECT n.id, n.hall_id, n.row_label, n.x,
+               (ns.status = 'free' OR (ns.status = 'held' AND ns.hold_expires_at <= now())) AS open,
+               (ns.status = 'free' OR (ns.status = 'held' AND ns.hold_expires_at <= now()))
+                   AND n.id <> ALL (p_seats) AS stays_open
+          FROM seats AS n
+          JOIN seat_states AS ns ON ns.screening_id = p_screening AND ns.seat_id = n.id
+         WHERE (n.hall_id, n.row_label) IN (SELECT r.hall_id, r.row_label FROM requested AS r)
+    )
+    SELECT array_agg(DISTINCT f.id ORDER BY f.id) INTO v_orphans
+      FROM requested AS s
+      CROSS JOIN (VALUES (-1), (1)) AS side(d)
+      JOIN around AS f ON f.hall_id = s.hall_id AND f.row_label = s.row_label AND f.x = s.x + side.d
+      LEFT JOIN around AS g ON g.hall_id = s.hall_id AND g.row_label = s.row_label AND g.x = s.x + 2 * side.d
+     WHERE f.stays_open
+       AND NOT coalesce(g.stays_open, false)
+       AND (s.open OR coalesce(g.open, false));
     PERFORM internal.seat_rule_error('orphan', v_orphans);
 END;
 $$;
 
 COMMENT ON FUNCTION internal.orphan_refusal(bigint, bigint[], int) IS
-    'SEAT_RULE "orphan" listing p_orphans (the orphans api.hold_seats found the hold would make; sorted, without '
-    'repeats) unless no run of the screening has a length L = n or L >= n + 2, n = p_new (the seats the hold adds).';
+    'SEAT_RULE "orphan" listing the orphans that holding p_seats would make (sorted, without repeats), unless no '
+    'run of the screening has a length L = n or L >= n + 2, n = p_new (the seats the hold adds). Called by '
+    'api.hold_seats once its statement found an orphan.';
 
 -- Best available ---------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
 -- transaction-local setting for the length of the test). tests/sql/run.sh also LISTENs for real, end to end.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(23);
+SELECT plan(32);
 
 SELECT pg_temp.make_user('tap_alice') AS alice \gset
 SELECT pg_temp.make_user('tap_bob') AS bob \gset
@@ -45,25 +45,39 @@ SELECT * FROM api.release_seats(:alice, :scr, ARRAY[:a2]::bigint[]);
 SELECT is(pg_temp.last_notify(), format('hall_%s {"s":%s,"v":4,"c":[[%s,"free",null]]}', :hall, :scr, :a2),
           'releasing notifies the seats as free with no user');
 
+SELECT b.booking_id AS bk FROM api.book_seats(:alice, :scr, ARRAY[:b1]::bigint[]) AS b \gset
+SELECT pg_temp.forget_notify();
+SELECT is((SELECT c.version FROM api.cancel_booking(:alice, :bk) AS c), 6::bigint,
+          'cancelling a booking is one change set');
+SELECT is(pg_temp.last_notify(), format('hall_%s {"s":%s,"v":6,"c":[[%s,"free",null]]}', :hall, :scr, :b1),
+          'and notifies its seats as free');
+SELECT pg_temp.forget_notify();
+SELECT is((SELECT c.version FROM api.cancel_booking(:alice, :bk) AS c), 6::bigint,
+          'cancelling it again changes nothing');
+SELECT is(pg_temp.last_notify(), '', 'and sends nothing');
+
+SELECT isnt(current_setting('marquee.publisher', true), 'api',
+            'the api functions silence the notify triggers only while they run (a SET clause, not a session setting)');
+
 -- Changes made directly in SQL ----------------------------------------------------------------------------------
 
 UPDATE seat_states SET status = 'blocked', user_id = NULL, hold_expires_at = NULL
  WHERE screening_id = :scr AND seat_id IN (:a3, :b2);
-SELECT is(pg_temp.version(:scr), 5::bigint, 'a DBA''s plain UPDATE bumps the version once per statement');
+SELECT is(pg_temp.version(:scr), 7::bigint, 'a DBA''s plain UPDATE bumps the version once per statement');
 SELECT is(pg_temp.last_notify(),
-          format('hall_%s {"s":%s,"v":5,"c":[[%s,"blocked",null],[%s,"blocked",null]]}', :hall, :scr, :a3, :b2),
+          format('hall_%s {"s":%s,"v":7,"c":[[%s,"blocked",null],[%s,"blocked",null]]}', :hall, :scr, :a3, :b2),
           'and notifies like any other change (a held and a free seat became blocked)');
 
 SELECT pg_temp.forget_notify();
 UPDATE seat_states SET status = 'free' WHERE screening_id = :scr AND status = 'free';
 UPDATE seat_states SET hold_expires_at = hold_expires_at + interval '1 minute' WHERE screening_id = :scr AND status = 'held';
-SELECT is(pg_temp.version(:scr), 5::bigint, 'updates that change no (status, user_id) bump no version');
+SELECT is(pg_temp.version(:scr), 7::bigint, 'updates that change no (status, user_id) bump no version');
 SELECT is(pg_temp.last_notify(), '', 'and notify nothing');
 
 UPDATE seat_states SET status = 'free', user_id = NULL, hold_expires_at = NULL, booking_id = NULL
  WHERE screening_id IN (:scr, :scr2) AND status = 'blocked';
 UPDATE seat_states SET status = 'blocked' WHERE screening_id IN (:scr, :scr2) AND seat_id = :a2;
-SELECT is(ARRAY[pg_temp.version(:scr), pg_temp.version(:scr2)], ARRAY[7, 1]::bigint[],
+SELECT is(ARRAY[pg_temp.version(:scr), pg_temp.version(:scr2)], ARRAY[9, 1]::bigint[],
           'one statement over two screenings bumps each changed screening once; two statements bump twice');
 SELECT is(pg_temp.last_notify(), format('hall_%s {"s":%s,"v":1,"c":[[%s,"blocked",null]]}', :hall, :scr2, :a2),
           'each screening gets its own notification, with its own version');
@@ -94,6 +108,15 @@ UPDATE seat_states SET status = 'free' WHERE screening_id = :big AND seat_id IN 
 SELECT ok(octet_length(split_part(pg_temp.last_notify(), ' ', 2)) BETWEEN 1000 AND 7900
           AND split_part(pg_temp.last_notify(), ' ', 2)::jsonb -> 'c' -> 299 ->> 1 = 'free',
           'a payload under 7,900 bytes is sent whole, as valid JSON');
+
+SELECT is(internal.seat_payload(1, 2, repeat('x', 7880)), '{"s":1,"v":2,"c":[' || repeat('x', 7880) || ']}',
+          'a payload of exactly 7,900 bytes is sent whole');
+SELECT is(internal.seat_payload(1, 2, repeat('x', 7881)), '{"s":1,"v":2,"r":1}',
+          'one byte more and the resync notice is sent instead');
+SELECT is(internal.seat_entries(ARRAY[3, 5]::bigint[], 'held', 9), '[3,"held",9],[5,"held",9]',
+          'the api functions'' entries for seats that all became one status');
+SELECT is(internal.seat_entries(ARRAY[4]::bigint[], 'free', NULL), '[4,"free",null]',
+          'a seat with no user is spelled null');
 
 SELECT * FROM finish();
 ROLLBACK;

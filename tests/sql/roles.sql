@@ -2,7 +2,7 @@
 -- functions run with the owner's rights, who may execute and read what, and what each role can really do.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(129);
+SELECT plan(130);
 
 -- Runs one statement as p_role (SET ROLE, undone before returning) and answers 'ok' or its SQLSTATE. Its effects
 -- stay (rolled back with the test).
@@ -96,9 +96,16 @@ SELECT is_empty($$SELECT f::text FROM pg_temp.definer_functions() AS f JOIN pg_p
                       OR NOT coalesce('search_path=pg_catalog, public, pg_temp' = ANY (p.proconfig), false)
                       OR EXISTS (SELECT FROM unnest(p.proconfig) AS c(setting)
                                   WHERE c.setting NOT IN ('search_path=pg_catalog, public, pg_temp',
-                                                          'plan_cache_mode=force_generic_plan'))$$,
+                                                          'plan_cache_mode=force_generic_plan',
+                                                          'marquee.publisher=api'))$$,
                 'every api and admin function and every trigger function is SECURITY DEFINER with '
-                'search_path = pg_catalog, public, pg_temp');
+                'search_path = pg_catalog, public, pg_temp (and at most plan_cache_mode and marquee.publisher)');
+SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+                WHERE 'marquee.publisher=api' = ANY (p.proconfig)$$,
+              ARRAY['api.hold_seats(bigint,bigint,bigint[])', 'api.release_seats(bigint,bigint,bigint[])',
+                    'api.book_seats(bigint,bigint,bigint[])', 'api.cancel_booking(bigint,bigint)'],
+              'exactly the four seat-changing api functions that notify themselves silence the notify triggers '
+              '(sql/20_notify.sql, "Who publishes")');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc AS p
                    WHERE p.pronamespace = 'internal'::regnamespace AND p.prorettype <> 'trigger'::regtype
                      AND p.prosecdef$$,
