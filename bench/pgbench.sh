@@ -164,7 +164,7 @@ cluster_ticks() {
   echo "$t"
 }
 versions() {
-  psql -X -At -d "$DB" -c "SELECT sum(version) FROM screenings WHERE id BETWEEN $SBASE AND $SBASE + $NSCR - 1"
+  psql -X -At -d "$DB" -c "SELECT sum(version) FROM screening_versions WHERE screening_id BETWEEN $SBASE AND $SBASE + $NSCR - 1"
 }
 T0=$(cluster_ticks)
 set +e

@@ -51,6 +51,43 @@ $$;
 COMMENT ON FUNCTION internal.setting(text) IS
     'Reads a setting on every call (no caching) so admin.set_* apply to the next request on every replica.';
 
+-- hold_settings (migration V17) holds the settings every hold reads as one row, so a hold reads one row instead of
+-- aggregating the settings table; this trigger keeps it equal to settings, whoever writes settings.
+CREATE OR REPLACE FUNCTION internal.settings_mirror()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    UPDATE hold_settings AS h
+       SET seat_limit       = (SELECT s.value FROM settings AS s WHERE s.key = 'seat_limit'),
+           hold_ttl_seconds = (SELECT s.value FROM settings AS s WHERE s.key = 'hold_ttl_seconds'),
+           user_hold_limit  = (SELECT s.value FROM settings AS s WHERE s.key = 'user_hold_limit'),
+           max_hold_seconds = (SELECT s.value FROM settings AS s WHERE s.key = 'max_hold_seconds'),
+           orphan_rule      = (SELECT s.value FROM settings AS s WHERE s.key = 'orphan_rule')
+     WHERE h.one;
+    RETURN NULL;
+END;
+$$;
+
+COMMENT ON FUNCTION internal.settings_mirror() IS
+    'Statement-level trigger on settings: copies the five settings api.hold_seats reads into the one row of '
+    'hold_settings (a deleted setting becomes null there, which the hold reports as missing).';
+
+SELECT internal.ensure_trigger(
+    'settings', 'settings_mirror',
+    $ddl$
+    CREATE TRIGGER settings_mirror
+        AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON settings
+        FOR EACH STATEMENT EXECUTE FUNCTION internal.settings_mirror()
+    $ddl$,
+    'hold_settings follows every change of settings.');
+
+-- Applying sql/ brings the copy up to date too (the first time, right after migration V17 made the row): a
+-- statement trigger fires even when no row matches.
+UPDATE settings AS s SET value = s.value WHERE false;
+
 CREATE OR REPLACE FUNCTION internal.put_setting(p_key text, p_value int, p_min int, p_max int, p_message text)
 RETURNS void
 LANGUAGE plpgsql

@@ -6,14 +6,14 @@
 -- (status, user_id) differs between before and after (a missing row counts as
 -- ('free', null)), or when a lapsed hold is taken again (see below). For each
 -- screening with at least one changed seat the statement
---   * bumps screenings.version by exactly 1, and
+--   * bumps screening_versions.version by exactly 1, and
 --   * sends exactly one pg_notify on channel 'hall_<hall_id>' with payload
 --     {"s":<screening_id>,"v":<version>,"c":[[<seat_id>,"<status>",<user_id|null>],...]}
 --     (seats in seat_id order; status and user_id are the new ones), or
 --     {"s":<screening_id>,"v":<version>,"r":1} when that would exceed 7,900
 --     bytes (resync: fetch api.hall_snapshot).
 --
--- Ordering: the version bump is an UPDATE of the screening row, so two
+-- Ordering: the version bump is an UPDATE of the screening's version row, so two
 -- transactions changing one screening serialise on that row lock; the second
 -- gets the next version and commits (and notifies) after the first. Hence
 -- versions reach listeners in commit order, gap-free.
@@ -118,10 +118,11 @@ DECLARE
     v_version bigint;
     v_hall    bigint;
 BEGIN
-    UPDATE screenings AS sc
-       SET version = sc.version + 1
-     WHERE sc.id = p_screening
-    RETURNING sc.version, sc.hall_id INTO v_version, v_hall;
+    UPDATE screening_versions AS sv
+       SET version = sv.version + 1
+      FROM screenings AS sc
+     WHERE sv.screening_id = p_screening AND sc.id = sv.screening_id
+    RETURNING sv.version, sc.hall_id INTO v_version, v_hall;
     IF NOT FOUND THEN
         -- The screening was deleted by this very statement (ON DELETE CASCADE): nobody to tell.
         RETURN NULL;
@@ -174,10 +175,11 @@ BEGIN
         LOOP
             -- internal.publish_seat_changes, written out: every hold, release and booking comes this way, and the
             -- call of a PL/pgSQL function from here costs about as much as the version bump itself.
-            UPDATE screenings AS sc
-               SET version = sc.version + 1
-             WHERE sc.id = r.screening_id
-            RETURNING sc.version, sc.hall_id INTO v_version, v_hall;
+            UPDATE screening_versions AS sv
+               SET version = sv.version + 1
+              FROM screenings AS sc
+             WHERE sv.screening_id = r.screening_id AND sc.id = sv.screening_id
+            RETURNING sv.version, sc.hall_id INTO v_version, v_hall;
             CONTINUE WHEN NOT FOUND;
             PERFORM internal.send_notification('hall_' || v_hall,
                                                internal.seat_payload(r.screening_id, v_version, r.changes));

@@ -8,6 +8,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
+    INSERT INTO screening_versions (screening_id, version)
+    SELECT sc.id, 0 FROM new_screenings AS sc;
     INSERT INTO seat_states (screening_id, seat_id, status)
     SELECT sc.id, s.id, 'free'
       FROM new_screenings AS sc
@@ -18,9 +20,9 @@ END;
 $$;
 
 COMMENT ON FUNCTION internal.screenings_create_seat_states() IS
-    'Statement-level AFTER INSERT trigger on screenings: gives every new screening one free seat_states row per '
-    'seat of its hall, however the screening was inserted (admin.create_screening, seed_demo or a DBA). Free rows '
-    'are no change, so this neither bumps the version nor notifies.';
+    'Statement-level AFTER INSERT trigger on screenings: gives every new screening its version row (0) and one free '
+    'seat_states row per seat of its hall, however the screening was inserted (admin.create_screening, seed_demo '
+    'or a DBA). Free rows are no change, so this neither bumps the version nor notifies.';
 
 SELECT internal.ensure_trigger(
     'screenings', 'screenings_create_seat_states',
@@ -207,11 +209,12 @@ BEGIN
     -- One statement, so one MVCC snapshot: the version agrees with the seat states. A listener that started
     -- LISTENing before this call applies only notifications with a greater version.
     RETURN QUERY
-    SELECT sc.id, h.id, h.name, sc.version,
+    SELECT sc.id, h.id, h.name, sv.version,
            s.id, s.row_label, s.number, s.x, s.y, s.kind,
            CASE WHEN ss.status = 'held' AND ss.hold_expires_at <= now() THEN 'free' ELSE ss.status END,
            CASE WHEN ss.status = 'held' AND ss.hold_expires_at <= now() THEN NULL ELSE ss.user_id END
       FROM screenings AS sc
+      JOIN screening_versions AS sv ON sv.screening_id = sc.id
       JOIN halls AS h ON h.id = sc.hall_id
       JOIN seat_states AS ss ON ss.screening_id = sc.id
       -- The hall's seats by the hall's id (an index range): joined by seat id alone, the plan hashed every seat

@@ -15,7 +15,7 @@
 --     set: one version bump and one notification (sql/20_notify.sql).
 --   * A held row whose hold_expires_at <= now() counts as free for everyone,
 --     even before api.sweep_expired_holds rewrote it.
---   * Settings are read on every call (one scan of the small settings table).
+--   * Settings are read on every call (a hold reads hold_settings, the one-row copy of settings).
 --   * Holds are ephemeral: hold, release and sweep commit with
 --     synchronous_commit off (a crash may forget the last few hundred ms of
 --     holds, which would have lapsed anyway); bookings and cancellations keep
@@ -76,14 +76,9 @@ BEGIN
     -- The user (UNAUTHORIZED unless it exists: a session of a deleted user must not reach the seat tables), the
     -- screening and every setting in one statement.
     SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at,
-           st.seat_limit, st.ttl, st.user_limit, st.max_hold, st.orphan_rule <> 0
+           st.seat_limit, st.hold_ttl_seconds, st.user_hold_limit, st.max_hold_seconds, st.orphan_rule <> 0
       INTO v_user_ok, v_hall, v_starts_at, v_seat_limit, v_ttl, v_user_limit, v_max_hold, v_orphan_rule
-      FROM (SELECT max(s.value) FILTER (WHERE s.key = 'seat_limit')       AS seat_limit,
-                   max(s.value) FILTER (WHERE s.key = 'hold_ttl_seconds') AS ttl,
-                   max(s.value) FILTER (WHERE s.key = 'user_hold_limit')  AS user_limit,
-                   max(s.value) FILTER (WHERE s.key = 'max_hold_seconds') AS max_hold,
-                   max(s.value) FILTER (WHERE s.key = 'orphan_rule')      AS orphan_rule
-              FROM settings AS s) AS st
+      FROM hold_settings AS st  -- settings' copy as one row (migration V17, internal.settings_mirror)
       LEFT JOIN screenings AS sc ON sc.id = p_screening;
     IF NOT v_user_ok THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ401', MESSAGE = 'Please log in first.';
@@ -248,11 +243,13 @@ BEGIN
     expires_at := least(now() + make_interval(secs => v_ttl),
                         coalesce(v_first_taken, now()) + make_interval(secs => v_max_hold));
     IF v_changed IS NULL THEN
-        SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;  -- renewals only: no change
+        -- Renewals only: no change, no bump.
+        SELECT sv.version INTO version FROM screening_versions AS sv WHERE sv.screening_id = p_screening;
     ELSE
         -- This function publishes its change (sql/20_notify.sql, "Who publishes"): the version bump's row lock
         -- orders it with the screening's other changes until commit.
-        UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = p_screening RETURNING sc.version INTO version;
+        UPDATE screening_versions AS sv SET version = sv.version + 1 WHERE sv.screening_id = p_screening
+        RETURNING sv.version INTO version;
         v_entries := internal.seat_entries(v_changed, 'held', p_user);
         PERFORM internal.send_notification('hall_' || v_hall, internal.seat_payload(p_screening, version, v_entries));
     END IF;
@@ -299,7 +296,9 @@ BEGIN
     END IF;
 
     SELECT EXISTS (SELECT FROM users AS u WHERE u.id = p_user), sc.hall_id, sc.starts_at,
-           (SELECT count(*) FROM seats AS s WHERE s.id = ANY (v_seats) AND s.hall_id = sc.hall_id)
+           -- Found by id (the primary key), then checked for the hall: with the hall in the scan's condition the
+           -- kept plan read the hall's seats by hall_id and filtered them by id (3 % of a hold and release).
+           (SELECT count(*) FILTER (WHERE s.hall_id = sc.hall_id) FROM seats AS s WHERE s.id = ANY (v_seats))
       INTO v_user_ok, v_hall, v_starts_at, v_known
       FROM (SELECT) AS one
       LEFT JOIN screenings AS sc ON sc.id = p_screening;
@@ -339,10 +338,12 @@ BEGIN
     SELECT coalesce(array_agg(r.seat_id ORDER BY r.seat_id), '{}') INTO seat_ids FROM released AS r;
 
     IF cardinality(seat_ids) = 0 THEN
-        SELECT sc.version INTO version FROM screenings AS sc WHERE sc.id = p_screening;  -- nothing was released
+        -- Nothing was released: no change, no bump.
+        SELECT sv.version INTO version FROM screening_versions AS sv WHERE sv.screening_id = p_screening;
     ELSE
         -- Published here, not by the trigger (sql/20_notify.sql, "Who publishes").
-        UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = p_screening RETURNING sc.version INTO version;
+        UPDATE screening_versions AS sv SET version = sv.version + 1 WHERE sv.screening_id = p_screening
+        RETURNING sv.version INTO version;
         v_entries := internal.seat_entries(seat_ids, 'free', NULL);
         PERFORM internal.send_notification('hall_' || v_hall, internal.seat_payload(p_screening, version, v_entries));
     END IF;
@@ -472,7 +473,8 @@ BEGIN
     SELECT book_seats.booking_id, p_screening, u.id, true FROM unnest(v_seats) AS u(id);
 
     -- Published here, not by the trigger (sql/20_notify.sql, "Who publishes"): every seat was the user's live hold.
-    UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = p_screening RETURNING sc.version INTO version;
+    UPDATE screening_versions AS sv SET version = sv.version + 1 WHERE sv.screening_id = p_screening
+    RETURNING sv.version INTO version;
     v_entries := internal.seat_entries(v_seats, 'booked', p_user);
     PERFORM internal.send_notification('hall_' || v_hall, internal.seat_payload(p_screening, version, v_entries));
 
@@ -533,7 +535,9 @@ BEGIN
 
     -- Cancelling a cancelled booking answers it again, unchanged (even after the start: nothing is changed).
     IF v_booking.status = 'confirmed' THEN
-        SELECT sc.starts_at INTO v_starts_at FROM screenings AS sc WHERE sc.id = v_booking.screening_id;
+        SELECT sc.starts_at, sc.hall_id INTO v_starts_at, v_hall
+          FROM screenings AS sc
+         WHERE sc.id = v_booking.screening_id;
         -- The cancellation cut-off: closed from starts_at minus cancel_cutoff_minutes on.
         IF v_starts_at - make_interval(mins => internal.setting('cancel_cutoff_minutes')) <= now() THEN
             RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'Too late to cancel: the screening starts soon or has started.';
@@ -554,8 +558,8 @@ BEGIN
         SELECT array_agg(f.seat_id ORDER BY f.seat_id) INTO v_freed FROM freed AS f;
         IF v_freed IS NOT NULL THEN
             -- Published here, not by the trigger (sql/20_notify.sql, "Who publishes").
-            UPDATE screenings AS sc SET version = sc.version + 1 WHERE sc.id = v_booking.screening_id
-            RETURNING sc.hall_id, sc.version INTO v_hall, v_version;
+            UPDATE screening_versions AS sv SET version = sv.version + 1 WHERE sv.screening_id = v_booking.screening_id
+            RETURNING sv.version INTO v_version;
             v_entries := internal.seat_entries(v_freed, 'free', NULL);
             PERFORM internal.send_notification('hall_' || v_hall,
                                                internal.seat_payload(v_booking.screening_id, v_version, v_entries));
@@ -568,9 +572,9 @@ BEGIN
     RETURN QUERY
     SELECT b.id, b.screening_id,
            ARRAY(SELECT bs.seat_id FROM booking_seats AS bs WHERE bs.booking_id = b.id ORDER BY bs.seat_id),
-           b.total, b.currency, b.status, b.created_at, sc.version
+           b.total, b.currency, b.status, b.created_at, sv.version
       FROM bookings AS b
-      JOIN screenings AS sc ON sc.id = b.screening_id
+      JOIN screening_versions AS sv ON sv.screening_id = b.screening_id
      WHERE b.id = v_booking.id;
 END;
 $$;

@@ -395,7 +395,9 @@ BEGIN
            expired_holder = NULL
      WHERE ss.screening_id = p_screening AND ss.seat_id = ANY (v_seats);
 
-    RETURN QUERY SELECT v_seats, v_expires, sc.version FROM screenings AS sc WHERE sc.id = p_screening;
+    RETURN QUERY SELECT v_seats, v_expires, sv.version
+                   FROM screening_versions AS sv
+                  WHERE sv.screening_id = p_screening;
 END;
 $$;
 

@@ -105,7 +105,7 @@ async fn db_view(db: &TestDb, screening: &str) -> (i64, BTreeMap<String, String>
     let c = db.psql().await;
     let version: i64 = c
         .query_one(
-            "SELECT version FROM screenings WHERE id = $1::text::bigint",
+            "SELECT version FROM screening_versions WHERE screening_id = $1::text::bigint",
             &[&screening],
         )
         .await
@@ -1338,7 +1338,7 @@ async fn a_change_already_in_a_resync_snapshot_is_not_pushed_again() {
 /// (of the only screening with that version change: the test's own).
 async fn sql_version_after(db: &TestDb, q: &str) -> i64 {
     sql(db, q).await;
-    db.scalar("SELECT max(version) FROM screenings")
+    db.scalar("SELECT max(version) FROM screening_versions")
         .await
         .expect("a version")
         .parse()

@@ -177,7 +177,7 @@ async fn concurrent_changes_on_three_replicas_keep_every_view_equal_to_the_datab
     let db_view: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let db_version: i64 = db
         .query_one(
-            "SELECT version FROM screenings WHERE id = $1::text::bigint",
+            "SELECT version FROM screening_versions WHERE screening_id = $1::text::bigint",
             &[&scr],
         )
         .await

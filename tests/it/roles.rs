@@ -272,7 +272,7 @@ async fn the_app_role_cannot_touch_tables_but_can_call_the_api() {
         "a: booked, then cancelled; b: held, then released"
     );
     assert_eq!(
-        db.scalar(&format!("SELECT version FROM screenings WHERE id = {s}"))
+        db.scalar(&format!("SELECT version FROM screening_versions WHERE screening_id = {s}"))
             .await
             .as_deref(),
         Some("4"),
@@ -406,7 +406,7 @@ async fn a_dba_blocks_seats_by_update_and_by_admin_block_seats_and_both_notify()
         Some("blocked,blocked,blocked,free")
     );
     assert_eq!(
-        db.scalar(&format!("SELECT version FROM screenings WHERE id = {s}"))
+        db.scalar(&format!("SELECT version FROM screening_versions WHERE screening_id = {s}"))
             .await
             .as_deref(),
         Some("2")
@@ -429,10 +429,10 @@ async fn a_dba_blocks_seats_by_update_and_by_admin_block_seats_and_both_notify()
     denied(
         sqlstate(
             &dba,
-            &format!("UPDATE screenings SET version = 0 WHERE id = {s}"),
+            &format!("UPDATE screening_versions SET version = 0 WHERE screening_id = {s}"),
         )
         .await,
-        "a DBA's UPDATE of screenings",
+        "a DBA's UPDATE of screening_versions",
     );
     denied(
         sqlstate(

@@ -1,7 +1,7 @@
 -- DBA functions (sql/60_admin.sql) and demo data (sql/70_demo.sql).
 BEGIN;
 \ir fixtures.psql
-SELECT plan(42);
+SELECT plan(46);
 
 SELECT pg_temp.make_user('tap_alice') AS alice \gset
 SELECT pg_temp.make_user('tap_bob') AS bob \gset
@@ -42,7 +42,9 @@ SELECT is((SELECT row(title, duration_min, age_rating)::text FROM films WHERE id
 -- Screenings -------------------------------------------------------------------------------------------------------
 
 SELECT admin.create_screening(:hall, :film, now() + interval '1 day', 990, 'eur') AS scr \gset
-SELECT is((SELECT row(hall_id, film_id, starts_at, price, currency, version)::text FROM screenings WHERE id = :scr),
+SELECT is((SELECT row(sc.hall_id, sc.film_id, sc.starts_at, sc.price, sc.currency, sv.version)::text
+             FROM screenings AS sc JOIN screening_versions AS sv ON sv.screening_id = sc.id
+            WHERE sc.id = :scr),
           row(:hall::bigint, :film::bigint, now() + interval '1 day', 990, 'EUR', 0::bigint)::text,
           'create_screening stores the screening with the currency upper-cased and version 0');
 SELECT is((SELECT count(*)::int FROM seat_states WHERE screening_id = :scr AND status = 'free'), 84,
@@ -95,6 +97,18 @@ SELECT is((SELECT array_agg(value ORDER BY key) FROM settings WHERE key IN ('hol
           ARRAY[90, 4], 'set_hold_ttl and set_seat_limit store the settings');
 SELECT is(pg_temp.err('SELECT admin.set_hold_ttl(0)'), 'MQ400', 'a hold TTL must be positive');
 SELECT is(pg_temp.err('SELECT admin.set_seat_limit(NULL)'), 'MQ400', 'a seat limit is required');
+SELECT is((SELECT row(h.hold_ttl_seconds, h.seat_limit)::text FROM hold_settings AS h), row(90, 4)::text,
+          'the one-row copy a hold reads (hold_settings) follows the settings at once');
+SELECT admin.set_orphan_rule(false);
+SELECT is((SELECT h.orphan_rule FROM hold_settings AS h), 0, 'every setting a hold reads is copied (the orphan rule)');
+SELECT admin.set_orphan_rule(true);
+SAVEPOINT missing_setting;
+DELETE FROM settings WHERE key = 'user_hold_limit';
+SELECT is((SELECT h.user_hold_limit FROM hold_settings AS h), NULL::int,
+          'a hold setting deleted from settings is missing from the copy too');
+SELECT is(pg_temp.err(format('SELECT api.hold_seats(%s, %s, ARRAY[%s]::bigint[])', :alice, :scr, :a1)), 'P0001',
+          'and a hold then fails as a deployment error (INTERNAL), not with a made-up limit');
+ROLLBACK TO SAVEPOINT missing_setting;
 
 -- Demo data ----------------------------------------------------------------------------------------------------------
 
@@ -131,8 +145,9 @@ SELECT ok((SELECT count(DISTINCT title) >= 6 FROM films), 'the demo has at least
 SELECT ok((SELECT bool_and(n = 1)
              FROM (SELECT count(*) FILTER (WHERE ss.status = 'blocked') AS n
                      FROM screenings AS sc JOIN seat_states AS ss ON ss.screening_id = sc.id
+                     JOIN screening_versions AS sv ON sv.screening_id = sc.id
                     WHERE sc.hall_id IN (SELECT id FROM demo_halls)
-                      AND sc.starts_at > now() AND sc.version <= 1
+                      AND sc.starts_at > now() AND sv.version <= 1
                     GROUP BY sc.id) AS x),
           'each untouched demo screening has exactly one blocked seat');
 SELECT ok((SELECT bool_and(extract(minute FROM sc.starts_at AT TIME ZONE d.timezone) = 0

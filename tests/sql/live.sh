@@ -117,7 +117,7 @@ hall_${HALL} {\"s\":${SCR},\"v\":3,\"c\":[[${S1},\"booked\",${U1}]]}|\
 hall_${HALL} {\"s\":${SCR},\"v\":4,\"c\":[[${S2},\"free\",null]]}|\
 marquee_sessions ${SID}|" \
     "a LISTENing session gets one notification per change set at commit (hold, DBA block, book, release, logout); a renewal and a rolled-back hold send none"
-check "$(q -c "SELECT version FROM screenings WHERE id = $SCR")" "4" \
+check "$(q -c "SELECT version FROM screening_versions WHERE screening_id = $SCR")" "4" \
     "a rolled-back change does not use up a version"
 
 # --- 2. Racing holds on one seat -------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ check "$(cat "$WORK"/churn.*.out | grep -c -E '^(held|released)$|ERROR')" "$((WO
 
 notifications "$WORK/listen.out" | grep "\"s\":${SCR2}," >"$WORK/versions.txt"
 VERSIONS=$(sed 's/.*"v":\([0-9]*\).*/\1/' "$WORK/versions.txt" | tr '\n' ' ')
-LAST=$(q -c "SELECT version FROM screenings WHERE id = $SCR2")
+LAST=$(q -c "SELECT version FROM screening_versions WHERE screening_id = $SCR2")
 check "$VERSIONS" "$(seq -s ' ' 1 "$LAST") " \
     "the listener saw versions 1..$LAST of the raced screening, each once, in order (commit order, gap-free)"
 check "$(grep -c '"r":1' "$WORK/versions.txt")" "0" "small change sets are sent whole, not as resync notices"

@@ -268,7 +268,7 @@ SELECT is(pg_temp.as_role('marquee_admin', format('UPDATE seats SET kind = %L WH
 SELECT is(pg_temp.as_role('marquee_admin', format('UPDATE seats SET hall_id = hall_id WHERE id = %s', pg_temp.seat(:s, 'B3'))),
           '42501', 'but cannot move a seat to another hall');
 SELECT is(pg_temp.as_role('marquee_admin', 'SELECT count(*) FROM users'), 'ok', 'marquee_admin reads every table');
-SELECT is(pg_temp.as_role('marquee_admin', format('UPDATE screenings SET version = 0 WHERE id = %s', :s)), '42501',
+SELECT is(pg_temp.as_role('marquee_admin', format('UPDATE screening_versions SET version = 0 WHERE screening_id = %s', :s)), '42501',
           'marquee_admin cannot rewrite versions');
 SELECT is(pg_temp.as_role('marquee_admin', 'UPDATE settings SET value = 1'), '42501',
           'marquee_admin changes settings only through admin.set_*');
