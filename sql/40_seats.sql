@@ -28,17 +28,24 @@
 -- call). The functions run with plan_cache_mode = force_generic_plan: their
 -- statements look rows up by primary key or by (screening_id, user_id), where
 -- the generic plan is the custom one, so planning once per session is enough.
+-- And with enable_seqscan = off: a generic plan is made once per connection
+-- and kept, and one made while the tables were small (a new database, a
+-- benchmark's) read seat_states and screening_versions from end to end on
+-- every call for as long as the connection lived (docs/benchmarks.md,
+-- session 5: PostgreSQL CPU per hold or release 170 % of the floor with
+-- those plans, 137 % without). Every lookup here has an index.
 
 CREATE OR REPLACE FUNCTION api.hold_seats(p_user bigint, p_screening bigint, p_seats bigint[])
 RETURNS TABLE (expires_at timestamptz, version bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
+    v_entries     text;  -- the notification's seat entries (internal.seat_entries)
     v_seats       bigint[] := p_seats;
     v_n           int := cardinality(p_seats);
     v_user_ok     boolean;
@@ -269,12 +276,13 @@ CREATE OR REPLACE FUNCTION api.release_seats(p_user bigint, p_screening bigint, 
 RETURNS TABLE (seat_ids bigint[], version bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
+    v_entries     text;  -- the notification's seat entries (internal.seat_entries)
     v_seats     bigint[] := p_seats;
     v_n         int := cardinality(p_seats);
     v_user_ok   boolean;
@@ -368,12 +376,13 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
+    v_entries     text;  -- the notification's seat entries (internal.seat_entries)
     v_seats       bigint[] := p_seats;
     v_n           int := cardinality(p_seats);
     v_user_ok     boolean;
@@ -505,12 +514,14 @@ RETURNS TABLE (
     version      bigint
 )
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 SET marquee.publisher = 'api'
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    v_entries     text;  -- the notifications seat entries (internal.seat_entries)
+    v_entries     text;  -- the notification's seat entries (internal.seat_entries)
     v_booking   record;
     v_freed     bigint[];
     v_hall      bigint;

@@ -97,9 +97,9 @@ SELECT is_empty($$SELECT f::text FROM pg_temp.definer_functions() AS f JOIN pg_p
                       OR EXISTS (SELECT FROM unnest(p.proconfig) AS c(setting)
                                   WHERE c.setting NOT IN ('search_path=pg_catalog, public, pg_temp',
                                                           'plan_cache_mode=force_generic_plan',
-                                                          'marquee.publisher=api'))$$,
+                                                          'enable_seqscan=off', 'marquee.publisher=api'))$$,
                 'every api and admin function and every trigger function is SECURITY DEFINER with '
-                'search_path = pg_catalog, public, pg_temp (and at most plan_cache_mode and marquee.publisher)');
+                'search_path = pg_catalog, public, pg_temp (and at most plan_cache_mode, enable_seqscan and marquee.publisher)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc AS p
                 WHERE 'marquee.publisher=api' = ANY (p.proconfig)$$,
               ARRAY['api.hold_seats(bigint,bigint,bigint[])', 'api.release_seats(bigint,bigint,bigint[])',
