@@ -1,7 +1,7 @@
 -- Booking and cancelling: api.book_seats, api.cancel_booking, api.get_bookings.
 BEGIN;
 \ir fixtures.psql
-SELECT plan(35);
+SELECT plan(39);
 
 SELECT pg_temp.make_user('tap_alice') AS alice \gset
 SELECT pg_temp.make_user('tap_bob') AS bob \gset
@@ -140,6 +140,16 @@ SELECT is(pg_temp.err(format('SELECT * FROM api.cancel_booking(%s, NULL)', :alic
 UPDATE screenings SET starts_at = now() - interval '1 minute' WHERE id = :scr;
 PREPARE cancel_started AS SELECT * FROM api.cancel_booking(:alice, :booking2);
 SELECT is(pg_temp.err('cancel_started'), 'MQ410', 'cancelling once the screening started is SCREENING_CLOSED');
+
+-- The shape of a booking (one CHECK, public.booking_valid) holds against a DBA's plain UPDATE too.
+SELECT is(left(pg_temp.err(format('UPDATE bookings SET status = %L WHERE id = %s', 'confirmed', :booking1)), 5),
+          '23514', 'a confirmed booking has no cancelled_at (booking1 was cancelled above)');
+SELECT is(left(pg_temp.err(format('UPDATE bookings SET currency = %L WHERE id = %s', 'eur', :booking1)), 5),
+          '23514', 'a currency is three capital letters');
+SELECT is(left(pg_temp.err(format('UPDATE bookings SET total = -1 WHERE id = %s', :booking1)), 5), '23514',
+          'a total is never negative');
+SELECT is(left(pg_temp.err(format('UPDATE bookings SET status = %L WHERE id = %s', 'refunded', :booking1)), 5),
+          '23514', 'a status is confirmed or cancelled');
 
 SELECT * FROM finish();
 ROLLBACK;
