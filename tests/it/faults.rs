@@ -610,7 +610,10 @@ async fn db_state(db: &TestDb, scr: &str) -> DbState {
         })
         .collect();
     let version = c
-        .query_one("SELECT version FROM screening_versions WHERE screening_id = $1", &[&id])
+        .query_one(
+            "SELECT version FROM screening_versions WHERE screening_id = $1",
+            &[&id],
+        )
         .await
         .expect("version")
         .get(0);

@@ -392,7 +392,10 @@ async fn run_case(env: &Env, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // The database.
     let db = env.app.db.psql().await;
     let version: i64 = db
-        .query_one("SELECT version FROM screening_versions WHERE screening_id = $1", &[&sid])
+        .query_one(
+            "SELECT version FROM screening_versions WHERE screening_id = $1",
+            &[&sid],
+        )
         .await
         .expect("version")
         .get(0);

@@ -272,11 +272,13 @@ async fn the_app_role_cannot_touch_tables_but_can_call_the_api() {
         "a: booked, then cancelled; b: held, then released"
     );
     assert_eq!(
-        db.scalar(&format!("SELECT version FROM screening_versions WHERE screening_id = {s}"))
-            .await
-            .as_deref(),
+        db.scalar(&format!(
+            "SELECT version FROM screening_versions WHERE screening_id = {s}"
+        ))
+        .await
+        .as_deref(),
         Some("4"),
-        "hold, release, book, cancel: four versions, bumped by the SECURITY DEFINER trigger"
+        "hold, release, book, cancel: four versions, bumped by the SECURITY DEFINER api functions"
     );
     assert_eq!(
         db.scalar(&format!(
@@ -406,9 +408,11 @@ async fn a_dba_blocks_seats_by_update_and_by_admin_block_seats_and_both_notify()
         Some("blocked,blocked,blocked,free")
     );
     assert_eq!(
-        db.scalar(&format!("SELECT version FROM screening_versions WHERE screening_id = {s}"))
-            .await
-            .as_deref(),
+        db.scalar(&format!(
+            "SELECT version FROM screening_versions WHERE screening_id = {s}"
+        ))
+        .await
+        .as_deref(),
         Some("2")
     );
 
