@@ -367,16 +367,13 @@ async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
         r#"{"screening_id":1,"version":2,"seats":[]}"#,
         1234,
     ));
-    let push = |eid: &str| Outbound::Push {
-        push: shared.clone(),
-        eid: Arc::from(json_str(eid)),
-    };
+    let push = |eid: &str| peer.push_shared(&shared, &json_str(eid));
     peer.send(Outbound::Text(r#"{"type":"ping","eid":"a"}"#.into()))
         .expect("queued");
-    peer.push(push("s\"1")).expect("queued");
+    push("s\"1").expect("queued");
     peer.send(Outbound::Text(r#"{"type":"ping","eid":"b"}"#.into()))
         .expect("queued");
-    peer.push(push("s2")).expect("queued");
+    push("s2").expect("queued");
     peer.send(Outbound::Close(close::GOING_AWAY))
         .expect("queued");
     assert_eq!(c.json().await["eid"], "a");
@@ -391,12 +388,6 @@ async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
     assert_eq!(c.next().await, None);
     done.wait_for(|d| *d).await.expect("done");
     task.await.expect("writer");
-}
-
-/// A queued frame stays 32 bytes: the queue allocates 32 of them per socket.
-#[test]
-fn a_queued_frame_is_32_bytes() {
-    assert_eq!(std::mem::size_of::<Outbound>(), 32);
 }
 
 /// What an idle socket costs is mostly its tasks: the connection's future
