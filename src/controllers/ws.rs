@@ -33,6 +33,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 // The clock of the timers: a paused test runtime moves it (see `tests`).
@@ -53,7 +54,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::dispatch::{self, Answer, ConnState};
 use super::sessions::Control;
 use super::{answers, upgrade, State};
-use crate::core::hub::{close, Ended, Outbound, PeerQueue};
+use crate::core::hub::{close, Ended, Outbound, PeerQueue, SocketWrite};
 use crate::core::memory;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::{authenticate, Candidates, TokenCheck};
@@ -87,10 +88,46 @@ const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 pub trait Incoming: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static {}
 impl<T: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static> Incoming for T {}
 
-/// Where the writer puts the frames it made: the socket's write half in
-/// production, an in-memory pipe in the unit tests.
-pub trait Outgoing: AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncWrite + Unpin + Send + 'static> Outgoing for T {}
+/// Where the frames go: the socket's write half in production
+/// ([`TcpSink`]), an in-memory pipe in the unit tests.
+pub trait Outgoing: SocketWrite + 'static {}
+impl<T: SocketWrite + 'static> Outgoing for T {}
+
+/// The socket's write half. A sender's write is one `send` on its
+/// descriptor ([`SocketWrite::fd`]), without tokio's readiness bookkeeping
+/// (more cache lines per push): when it would block, the writer task's
+/// `poll_write` meets the full socket itself and waits for room through
+/// tokio as usual.
+struct TcpSink(OwnedWriteHalf);
+
+impl AsyncWrite for TcpSink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl SocketWrite for TcpSink {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The socket is non-blocking: a full one answers `WouldBlock`.
+        socket2::SockRef::from(self.0.as_ref()).send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.0.as_ref().as_raw_fd())
+    }
+}
 
 /// The socket's read half as tungstenite's stream: what tungstenite writes
 /// by itself (pong replies, close echoes) goes nowhere, because the reader
@@ -170,7 +207,7 @@ async fn accept(stream: TcpStream, state: Arc<State>) {
         Some(ws_config()),
     )
     .await;
-    connection(frames, write, state, shook.check, shook.address).await;
+    connection(frames, TcpSink(write), state, shook.check, shook.address).await;
 }
 
 /// A socket past the upgrade: what the connection starts with.
@@ -227,7 +264,7 @@ async fn connection<S: Incoming, K: Outgoing>(
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
     let (done_tx, mut writer_done) = watch::channel(false);
-    let closer = queue.closer.clone();
+    let closer = queue.closer();
     let writer = tokio::spawn(writer(
         out,
         queue,
@@ -487,8 +524,8 @@ async fn writer<K: Outgoing>(
     drain: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let closer = queue.closer.clone();
-    let (ended, sink) = queue.run(Box::pin(out), drain).await;
+    let closer = queue.closer();
+    let (ended, sink) = queue.run(Box::new(out), drain).await;
     if ended == Ended::Stuck {
         // The close frame cannot get through a full socket; closing the TCP
         // connection is the message (at once: a shutdown needs no room).

@@ -43,6 +43,8 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,8 +65,56 @@ pub type ConnId = u64;
 pub const SEND_QUEUE_BYTES: usize = 1024 * 1024;
 
 /// A socket's write half, as the hub writes it: the TCP stream's in
-/// production, an in-memory pipe in tests.
-pub type Sink = Pin<Box<dyn AsyncWrite + Send>>;
+/// production (the WebSocket controller's), an in-memory pipe in tests.
+pub trait SocketWrite: AsyncWrite + Unpin + Send {
+    /// Writes what the socket takes at once, never waiting and registering
+    /// no waker: `WouldBlock` when it takes nothing. Senders call it under
+    /// the socket's lock; the writer task, which waits, uses `poll_write`.
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
+
+    /// The socket's descriptor, if it is one: senders then write it with
+    /// one `send` and no call through the sink (which keeps it open).
+    fn fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// Any `AsyncWrite` as a [`SocketWrite`]: `try_write` polls it once with
+/// a waker that does nothing. That waker may stay registered with the
+/// stream, which is harmless: a sender that could not write everything
+/// wakes the writer, which polls again with its own waker before it waits.
+pub struct Polled<W>(pub W);
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Polled<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send> SocketWrite for Polled<W> {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut self.0).poll_write(&mut cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+/// The write half the hub owns while the socket's writer runs.
+pub type Sink = Box<dyn SocketWrite>;
 
 /// A batch or queue buffer larger than this is freed once empty, so a
 /// burst (a big snapshot, a slow moment) does not stay pinned per socket.
@@ -261,11 +311,17 @@ impl Closer {
     }
 }
 
-/// One socket's outgoing side, under [`Socket::out`]'s lock.
+/// One socket's outgoing side, under [`Socket::out`]'s lock. `repr(C)`:
+/// what a push reads comes first, next to the lock and the close code.
 #[derive(Default)]
+#[repr(C)]
 struct Out {
+    /// The sink's file descriptor when it has one ([`SocketWrite::fd`]):
+    /// a push writes to it without following the sink's pointers.
+    fd: Option<RawFd>,
     /// The write half; `None` until the writer starts, and again once it
-    /// ended. Without it everything is queued.
+    /// ended. Without it everything is queued. Owns `fd`: both are set and
+    /// cleared together.
     sink: Option<Sink>,
     /// The write in flight from `sent` on: never cut, not even by a close.
     batch: Vec<u8>,
@@ -299,17 +355,23 @@ impl Out {
         let mut buf = SCRATCH.take();
         buf.clear();
         frame.encode(&mut buf);
-        // Never waits: a socket that would block leaves its bytes to the
-        // writer, which polls the socket with its own waker (the last one
-        // registered, so the no-op waker here is never the one left).
-        let mut cx = Context::from_waker(Waker::noop());
-        let written = match self.sink.as_mut() {
-            Some(sink) => match sink.as_mut().poll_write(&mut cx, &buf) {
-                Poll::Ready(Ok(n)) => n,
-                // The writer meets the error itself and ends the socket.
-                Poll::Ready(Err(_)) | Poll::Pending => 0,
-            },
-            None => 0,
+        // Never waits: what the socket does not take is the writer's.
+        let tried = match (self.fd, self.sink.as_mut()) {
+            (Some(fd), Some(_)) => {
+                // SAFETY: `fd` is the descriptor of `self.sink`, which is
+                // present and keeps it open; both are taken away together
+                // (`Socket::end`), under the lock this runs under.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                // Non-blocking: a full socket answers `WouldBlock`.
+                Some(socket2::SockRef::from(&fd).send_with_flags(&buf, libc::MSG_NOSIGNAL))
+            }
+            (None, Some(sink)) => Some(sink.try_write(&buf)),
+            (_, None) => None,
+        };
+        let written = match tried {
+            Some(Ok(n)) => n,
+            // The writer meets an error itself and ends the socket.
+            Some(Err(_)) | None => 0,
         };
         if written < buf.len() {
             self.batch.extend_from_slice(&buf[written..]);
@@ -320,8 +382,14 @@ impl Out {
     }
 }
 
-/// Shared by a socket's [`Peer`]s and its [`PeerQueue`].
+/// Shared by a socket's [`Peer`]s and its [`PeerQueue`]. `repr(C)`: the
+/// close code, the lock and [`Out`]'s first fields share the first cache
+/// lines, which is all a push touches (one socket per subscriber, so a
+/// fan-out misses the cache on each).
+#[repr(C)]
 struct Socket {
+    /// Inline, like everything a push reads: not a pointer away.
+    closer: Closer,
     out: Mutex<Out>,
     /// Bytes in `Out::queue` (not the batch in flight), readable without
     /// the lock.
@@ -329,7 +397,8 @@ struct Socket {
     limit: usize,
     /// Woken when the queue drops below `limit` again.
     drained: Notify,
-    closer: Arc<Closer>,
+    /// Live [`Peer`]s; the writer ends, once all is written, at zero.
+    senders: AtomicUsize,
 }
 
 /// How a frame is sent.
@@ -442,7 +511,7 @@ impl Socket {
             let Some(sink) = out.sink.as_mut() else {
                 return Poll::Ready(Ended::Failed);
             };
-            match sink.as_mut().poll_write(cx, &out.batch[out.sent..]) {
+            match Pin::new(&mut **sink).poll_write(cx, &out.batch[out.sent..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ended::Failed),
                 Poll::Ready(Ok(n)) => out.sent += n,
                 Poll::Pending => {
@@ -462,6 +531,7 @@ impl Socket {
             out.sent = 0;
             out.queue = Vec::new();
             out.writer = None;
+            out.fd = None;
             out.sink.take()
         };
         self.queued.store(0, Ordering::Release);
@@ -470,13 +540,30 @@ impl Socket {
     }
 }
 
-/// The last [`Peer`] of a socket going away tells its writer.
-struct Link(Arc<Socket>);
+/// The sending side of one connection; cheap to clone. The last one
+/// dropped tells the writer.
+pub struct Peer {
+    pub id: ConnId,
+    socket: Arc<Socket>,
+}
 
-impl Drop for Link {
+impl Clone for Peer {
+    fn clone(&self) -> Self {
+        self.socket.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            id: self.id,
+            socket: self.socket.clone(),
+        }
+    }
+}
+
+impl Drop for Peer {
     fn drop(&mut self) {
+        if self.socket.senders.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
         let wake = {
-            let mut out = self.0.lock();
+            let mut out = self.socket.lock();
             out.orphaned = true;
             out.writer.take()
         };
@@ -484,13 +571,6 @@ impl Drop for Link {
             w.wake();
         }
     }
-}
-
-/// The sending side of one connection; cheap to clone.
-#[derive(Clone)]
-pub struct Peer {
-    pub id: ConnId,
-    link: Arc<Link>,
 }
 
 impl fmt::Debug for Peer {
@@ -510,7 +590,7 @@ pub enum PushError {
 
 impl Peer {
     fn socket(&self) -> &Socket {
-        &self.link.0
+        &self.socket
     }
 
     /// Sends a push without waiting; one that does not fit closes the
@@ -604,17 +684,41 @@ pub enum Ended {
 /// The writing side, owned by the connection's writer task.
 pub struct PeerQueue {
     socket: Arc<Socket>,
-    pub closer: Arc<Closer>,
+}
+
+/// A socket's close state, kept by whoever needs it after its writer ended.
+#[derive(Clone)]
+pub struct CloseState(Arc<Socket>);
+
+impl CloseState {
+    /// See [`Closer::close`].
+    pub fn close(&self, code: u16) -> bool {
+        self.0.closer.close(code)
+    }
+
+    /// See [`Closer::code`].
+    pub fn code(&self) -> Option<u16> {
+        self.0.closer.code()
+    }
 }
 
 impl PeerQueue {
+    /// The socket's close state.
+    pub fn closer(&self) -> CloseState {
+        CloseState(self.socket.clone())
+    }
+
     /// Writes what the senders could not write themselves into `sink`,
     /// until a close frame is out, every [`Peer`] is gone, the socket fails,
     /// or a write waits longer than `drain` (armed only when a write has to
     /// wait: a timer per write costs a trip through the timer wheel). Gives
     /// the sink back to be shut down; what was still pending is freed.
     pub async fn run(self, sink: Sink, drain: Duration) -> (Ended, Option<Sink>) {
-        self.socket.lock().sink = Some(sink);
+        {
+            let mut out = self.socket.lock();
+            out.fd = sink.fd();
+            out.sink = Some(sink);
+        }
         let mut blocked: Option<Instant> = None;
         let mut timer: Option<Pin<Box<Sleep>>> = None;
         let ended = poll_fn(|cx| {
@@ -713,22 +817,22 @@ impl Hub {
     /// writer runs ([`PeerQueue::run`]) everything sent is queued.
     pub fn register(&self, limit: usize) -> (Peer, PeerQueue) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let closer = Arc::new(Closer::default());
         let socket = Arc::new(Socket {
             out: Mutex::new(Out::default()),
             queued: AtomicUsize::new(0),
             limit: limit.max(1),
             drained: Notify::new(),
-            closer: closer.clone(),
+            closer: Closer::default(),
+            senders: AtomicUsize::new(1),
         });
         let peer = Peer {
             id,
-            link: Arc::new(Link(socket.clone())),
+            socket: socket.clone(),
         };
         if let Ok(mut m) = self.conns.lock() {
             m.insert(id, peer.clone());
         }
-        (peer, PeerQueue { socket, closer })
+        (peer, PeerQueue { socket })
     }
 
     pub fn unregister(&self, id: ConnId) {
@@ -780,7 +884,7 @@ mod tests {
         tokio::task::JoinHandle<(Ended, Option<Sink>)>,
     ) {
         let (read, write) = tokio::io::simplex(room);
-        let task = tokio::spawn(q.run(Box::pin(write), DRAIN));
+        let task = tokio::spawn(q.run(Box::new(Polled(write)), DRAIN));
         // Let it attach the sink and find nothing to do.
         tokio::task::yield_now().await;
         (read, task)
@@ -800,6 +904,7 @@ mod tests {
             .iter()
             .map(|f| match f.opcode {
                 opcode::TEXT => String::from_utf8_lossy(&f.payload).into_owned(),
+                opcode::PING => "ping".into(),
                 other => format!("opcode {other} {:?}", f.close_code()),
             })
             .collect()
@@ -818,7 +923,7 @@ mod tests {
             peer.push(Outbound::Text("d".into())),
             Err(PushError::Closed)
         );
-        assert_eq!(q.closer.code(), Some(close::TRY_AGAIN_LATER));
+        assert_eq!(q.closer().code(), Some(close::TRY_AGAIN_LATER));
         // The close frame takes the place of what was queued: it goes first.
         let queued = q.take_frames();
         assert_eq!(queued.len(), 1, "{queued:?}");
@@ -863,7 +968,7 @@ mod tests {
         let (_p2, q2) = hub.register(4);
         hub.close_all(close::GOING_AWAY);
         for mut q in [q1, q2] {
-            assert_eq!(q.closer.code(), Some(close::GOING_AWAY));
+            assert_eq!(q.closer().code(), Some(close::GOING_AWAY));
             let frames = q.take_frames();
             assert_eq!(frames.len(), 1);
             assert_eq!(frames[0].close_code(), Some(close::GOING_AWAY));
@@ -914,14 +1019,9 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [
-                "aaaaaaaaa",
-                "bbbbbbbbb",
-                "ccccccccc",
-                "opcode 9 None",
-                "ddddddddd"
-            ]
+            ["aaaaaaaaa", "bbbbbbbbb", "ccccccccc", "ping", "ddddddddd"]
         );
+        hub.unregister(peer.id);
         drop(peer);
         let (ended, _) = writer.await.expect("writer");
         assert_eq!(ended, Ended::Done, "every sender gone, everything written");

@@ -25,7 +25,7 @@ use super::super::{Origins, State};
 use super::{connection, writer, Incoming, Outgoing, PING_EVERY, SILENCE_LIMIT};
 use crate::controllers::sessions::Sessions;
 use crate::core::db::Db;
-use crate::core::hub::{close, Hub, Outbound, SharedPush, SEND_QUEUE_BYTES};
+use crate::core::hub::{close, Hub, Outbound, Polled, SharedPush, SEND_QUEUE_BYTES};
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::{AuthKeys, TokenCheck};
@@ -91,6 +91,7 @@ async fn channels(room: usize) -> (impl Incoming, impl Outgoing, Client) {
     let (to_server, mut rx) = mpsc::unbounded_channel();
     let incoming = stream::poll_fn(move |cx| rx.poll_recv(cx));
     let (read, outgoing) = tokio::io::simplex(room);
+    let outgoing = Polled(outgoing);
     let from_server = WebSocketStream::from_raw_socket(
         tokio::io::join(read, tokio::io::sink()),
         Role::Client,
