@@ -21,7 +21,10 @@
 //! is read.
 //!
 //! The state is behind one `std::sync::Mutex` that is never held across an
-//! await; notifications are handled synchronously under it.
+//! await; notifications are handled synchronously under it. Pushes are
+//! handed to the sockets under it too ([`Peer::push_shared`], which never
+//! waits: it writes to an idle socket at once and queues otherwise), so the
+//! order of a screening's frames on every socket is the order decided here.
 //!
 //! The router reads snapshots and LISTENs through two traits
 //! ([`Snapshots`], [`Channels`]), PostgreSQL and the replica's listener in
