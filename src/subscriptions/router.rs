@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::core::db::Db;
-use crate::core::hub::{ConnId, Outbound, Peer, PushError, SharedPush};
+use crate::core::hub::{prefetch, ConnId, Outbound, Peer, PushError, SharedPush};
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::models::catalogue::HallSnapshot;
@@ -412,7 +412,14 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
         let mut shared: Option<SharedPush> = None;
         let mut variants: Vec<(UserId, SharedPush)> = Vec::new();
         let mut pushed = 0;
-        for sub in screen.subs.values_mut() {
+        let mut subs = screen.subs.values_mut().peekable();
+        while let Some(sub) = subs.next() {
+            // Each subscriber's socket state is a cache miss: start fetching
+            // the next one's while this one's send runs.
+            if let Some(next) = subs.peek() {
+                next.peer.prefetch();
+                prefetch(next.eid.as_ptr());
+            }
             if sub.held.is_some() || change.version <= sub.min_version {
                 continue;
             }
