@@ -1,6 +1,6 @@
 //! The WebSocket controller: the accept loop on `WS_PORT`, the upgrade
 //! (see `upgrade`: path, Origin, token), then one task per connection
-//! reading frames and one writer task draining its bounded queue.
+//! reading frames and one writer task for what could not be written at once.
 //!
 //! Per connection: requests are handled one at a time in arrival order (the
 //! reader awaits each), limited by a token bucket (burst 50, 50/s); frames
@@ -20,15 +20,20 @@
 //! writer over an [`Outgoing`] byte sink, so `tests` drives them over
 //! channels and in-memory pipes on a paused clock.
 //!
-//! tungstenite reads and parses the client's frames; the writer frames what
-//! it sends itself (a server frame is a header and the unmasked payload), so
-//! a push is copied once, from its shared parts straight into the write, with
-//! no message, buffer or lock of tungstenite's on the way, and the socket's
-//! halves need no lock between reader and writer. The reader answers pings
-//! and echoes a client's close frame through the queue.
+//! tungstenite reads and parses the client's frames; the hub
+//! (`core::hub`) frames what the server sends (a server frame is a header
+//! and the unmasked payload) and writes it to the socket's write half from
+//! whoever sends it (the router's fan-out, this reader's answers) when
+//! nothing waits before it and the socket takes it at once: a push costs
+//! one non-blocking write, no queue and no wake-up of the writer task,
+//! which writes only the rest of a write that did not fit and what queued
+//! behind it. The socket's halves need no lock between reader and writer.
+//! The reader answers pings and echoes a client's close frame through the
+//! hub, in order with everything else.
 
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,13 +42,11 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 // The clock of the timers: a paused test runtime moves it (see `tests`).
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control as OpControl, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -51,7 +54,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::dispatch::{self, Answer, ConnState};
 use super::sessions::Control;
 use super::{answers, upgrade, State};
-use crate::core::hub::{close, Outbound, PeerQueue};
+use crate::core::hub::{close, Ended, Outbound, PeerQueue, SocketWrite};
 use crate::core::memory;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::{authenticate, Candidates, TokenCheck};
@@ -85,10 +88,46 @@ const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 pub trait Incoming: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static {}
 impl<T: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static> Incoming for T {}
 
-/// Where the writer puts the frames it made: the socket's write half in
-/// production, an in-memory pipe in the unit tests.
-pub trait Outgoing: AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncWrite + Unpin + Send + 'static> Outgoing for T {}
+/// Where the frames go: the socket's write half in production
+/// ([`TcpSink`]), an in-memory pipe in the unit tests.
+pub trait Outgoing: SocketWrite + 'static {}
+impl<T: SocketWrite + 'static> Outgoing for T {}
+
+/// The socket's write half. A sender's write is one `send` on its
+/// descriptor ([`SocketWrite::fd`]), without tokio's readiness bookkeeping
+/// (more cache lines per push): when it would block, the writer task's
+/// `poll_write` meets the full socket itself and waits for room through
+/// tokio as usual.
+struct TcpSink(OwnedWriteHalf);
+
+impl AsyncWrite for TcpSink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl SocketWrite for TcpSink {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The socket is non-blocking: a full one answers `WouldBlock`.
+        socket2::SockRef::from(self.0.as_ref()).send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.0.as_ref().as_raw_fd())
+    }
+}
 
 /// The socket's read half as tungstenite's stream: what tungstenite writes
 /// by itself (pong replies, close echoes) goes nowhere, because the reader
@@ -168,7 +207,7 @@ async fn accept(stream: TcpStream, state: Arc<State>) {
         Some(ws_config()),
     )
     .await;
-    connection(frames, write, state, shook.check, shook.address).await;
+    connection(frames, TcpSink(write), state, shook.check, shook.address).await;
 }
 
 /// A socket past the upgrade: what the connection starts with.
@@ -225,7 +264,7 @@ async fn connection<S: Incoming, K: Outgoing>(
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
     let (done_tx, mut writer_done) = watch::channel(false);
-    let closer = queue.closer.clone();
+    let closer = queue.closer();
     let writer = tokio::spawn(writer(
         out,
         queue,
@@ -472,45 +511,22 @@ async fn on_frame(
     }
 }
 
-/// Drains the queue into the socket, everything ready in one write. Every
-/// write must finish within `drain`; a client that does not take the bytes
-/// in time is closed (1013) without waiting any longer.
+/// Writes what the senders could not write themselves (`core::hub`: a
+/// frame goes straight to the socket when nothing waits before it, so this
+/// task runs only for the rest of a write that did not fit, and for what
+/// queued behind it). Every write must finish within `drain`; a client that
+/// does not take the bytes in time is closed (1013) without waiting any
+/// longer.
 async fn writer<K: Outgoing>(
-    mut out: K,
-    mut queue: PeerQueue,
+    out: K,
+    queue: PeerQueue,
     done: watch::Sender<bool>,
     drain: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let closer = queue.closer.clone();
-    let stuck = loop {
-        // A close asked for goes before what is still queued; the queue
-        // alone wakes this task (`Peer::close` queues the close frame too),
-        // so a push costs one wake-up and one look at one waker.
-        let first = match closer.code() {
-            Some(code) => Outbound::Close(code),
-            None => match queue.recv().await {
-                Some(msg) => msg,
-                None => break false,
-            },
-        };
-        let (bytes, closing) = encode_ready(first, &mut queue);
-        // The deadline is armed only when the write has to wait: almost
-        // every write completes at once, and a timer per write (one per
-        // push) costs a trip through the timer wheel.
-        let write = out.write_all(&bytes);
-        tokio::pin!(write);
-        let written = match futures_util::poll!(write.as_mut()) {
-            Poll::Ready(r) => Some(r),
-            Poll::Pending => tokio::time::timeout(drain, write).await.ok(),
-        };
-        match written {
-            Some(Ok(())) if !closing => {}
-            Some(_) => break false,
-            None => break true,
-        }
-    };
-    if stuck {
+    let closer = queue.closer();
+    let (ended, sink) = queue.run(Box::new(out), drain).await;
+    if ended == Ended::Stuck {
         // The close frame cannot get through a full socket; closing the TCP
         // connection is the message (at once: a shutdown needs no room).
         // The reader sees the writer finish.
@@ -519,88 +535,16 @@ async fn writer<K: Outgoing>(
                 .slow_consumers_closed
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let _ = tokio::time::timeout(Duration::ZERO, out.shutdown()).await;
-    } else {
-        let _ = tokio::time::timeout(drain, out.shutdown()).await;
     }
-    drop(out);
+    if let Some(mut sink) = sink {
+        let wait = if ended == Ended::Stuck {
+            Duration::ZERO
+        } else {
+            drain
+        };
+        let _ = tokio::time::timeout(wait, sink.shutdown()).await;
+    }
     let _ = done.send(true);
-}
-
-/// `first` and every frame queued behind it, as bytes for the socket, up to
-/// and including a close frame (true when there was one: the end).
-fn encode_ready(first: Outbound, queue: &mut PeerQueue) -> (Vec<u8>, bool) {
-    let mut bytes = Vec::with_capacity(wire_len(&first));
-    let mut msg = first;
-    loop {
-        encode(&mut bytes, &msg);
-        if matches!(msg, Outbound::Close(_)) {
-            return (bytes, true);
-        }
-        match queue.try_recv() {
-            Some(next) => msg = next,
-            None => return (bytes, false),
-        }
-    }
-}
-
-/// A frame's bytes on the wire, header included (at most 10 bytes).
-fn wire_len(msg: &Outbound) -> usize {
-    10 + match msg {
-        Outbound::Text(s) => s.len(),
-        Outbound::Push { push, eid } => push.parts(eid).iter().map(|p| p.len()).sum(),
-        Outbound::Ping => 0,
-        Outbound::Pong(p) => p.len(),
-        Outbound::Close(code) => 2 + reason(*code).len(),
-    }
-}
-
-/// Appends one unmasked server frame (RFC 6455 §5.2), unfragmented.
-fn encode(out: &mut Vec<u8>, msg: &Outbound) {
-    let (opcode, parts): (OpCode, [&[u8]; 3]) = match msg {
-        Outbound::Text(s) => (OpCode::Data(Data::Text), [s.as_bytes(), &[], &[]]),
-        Outbound::Push { push, eid } => {
-            let [head, eid, tail] = push.parts(eid);
-            (
-                OpCode::Data(Data::Text),
-                [head.as_bytes(), eid.as_bytes(), tail.as_bytes()],
-            )
-        }
-        Outbound::Ping => (OpCode::Control(OpControl::Ping), [&[], &[], &[]]),
-        Outbound::Pong(p) => (OpCode::Control(OpControl::Pong), [p, &[], &[]]),
-        Outbound::Close(code) => {
-            let header = FrameHeader {
-                opcode: OpCode::Control(OpControl::Close),
-                ..FrameHeader::default()
-            };
-            let reason = reason(*code);
-            let _ = header.format(2 + reason.len() as u64, out);
-            out.extend_from_slice(&code.to_be_bytes());
-            out.extend_from_slice(reason.as_bytes());
-            return;
-        }
-    };
-    let header = FrameHeader {
-        opcode,
-        ..FrameHeader::default()
-    };
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    // Writing into a Vec cannot fail.
-    let _ = header.format(len as u64, out);
-    for part in parts {
-        out.extend_from_slice(part);
-    }
-}
-
-fn reason(code: u16) -> &'static str {
-    match code {
-        close::GOING_AWAY => "server going away",
-        close::TOO_BIG => "frame larger than 64 KiB",
-        close::PROTOCOL_ERROR => "websocket protocol error",
-        close::INVALID_DATA => "text frame is not UTF-8",
-        close::TRY_AGAIN_LATER => "try again later",
-        _ => "",
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,10 @@
 //! is read.
 //!
 //! The state is behind one `std::sync::Mutex` that is never held across an
-//! await; notifications are handled synchronously under it.
+//! await; notifications are handled synchronously under it. Pushes are
+//! handed to the sockets under it too ([`Peer::push_shared`], which never
+//! waits: it writes to an idle socket at once and queues otherwise), so the
+//! order of a screening's frames on every socket is the order decided here.
 //!
 //! The router reads snapshots and LISTENs through two traits
 //! ([`Snapshots`], [`Channels`]), PostgreSQL and the replica's listener in
@@ -33,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::core::db::Db;
-use crate::core::hub::{ConnId, Outbound, Peer, PushError, SharedPush};
+use crate::core::hub::{prefetch, ConnId, Outbound, Peer, PushError, SharedPush};
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::models::catalogue::HallSnapshot;
@@ -400,43 +403,50 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
     }
 
     /// Sends one change to every live subscriber: serialized once for all,
-    /// plus once per user whose seats are in it.
+    /// plus once per user whose seats are in it. Each push is written to
+    /// its socket here, under the router's lock, when the socket is idle
+    /// (`core::hub`): the order of a screening's pushes is the order of its
+    /// changes on every socket.
     fn fan_out(&self, screen: &mut Screen, change: &ChangeSet) -> u64 {
         let ts = now_ms();
-        let mut shared: Option<Arc<SharedPush>> = None;
-        let mut variants: Vec<(UserId, Arc<SharedPush>)> = Vec::new();
+        let mut shared: Option<SharedPush> = None;
+        let mut variants: Vec<(UserId, SharedPush)> = Vec::new();
         let mut pushed = 0;
-        for sub in screen.subs.values_mut() {
+        let mut subs = screen.subs.values_mut().peekable();
+        while let Some(sub) = subs.next() {
+            // Each subscriber's socket state is a cache miss: start fetching
+            // the next one's while this one's send runs.
+            if let Some(next) = subs.peek() {
+                next.peer.prefetch();
+                prefetch(next.eid.as_ptr());
+            }
             if sub.held.is_some() || change.version <= sub.min_version {
                 continue;
             }
-            let push = match sub
-                .user
-                .filter(|u| change.seats.iter().any(|s| s.user == Some(*u)))
-            {
-                Some(u) => match variants.iter().find(|(v, _)| *v == u) {
-                    Some((_, p)) => p.clone(),
-                    None => {
-                        let p = Arc::new(SharedPush::new(
-                            "hall_update",
-                            &render::update(change, Some(u)),
-                            ts,
-                        ));
-                        variants.push((u, p.clone()));
-                        p
-                    }
-                },
-                None => shared
-                    .get_or_insert_with(|| {
-                        Arc::new(SharedPush::new(
-                            "hall_update",
-                            &render::update(change, None),
-                            ts,
-                        ))
-                    })
-                    .clone(),
-            };
             sub.min_version = change.version;
+            let mine = sub
+                .user
+                .filter(|u| change.seats.iter().any(|s| s.user == Some(*u)));
+            let push = match mine {
+                Some(u) => {
+                    let at = match variants.iter().position(|(v, _)| *v == u) {
+                        Some(at) => at,
+                        None => {
+                            let p = SharedPush::new(
+                                "hall_update",
+                                &render::update(change, Some(u)),
+                                ts,
+                            );
+                            variants.push((u, p));
+                            variants.len() - 1
+                        }
+                    };
+                    &variants[at].1
+                }
+                None => shared.get_or_insert_with(|| {
+                    SharedPush::new("hall_update", &render::update(change, None), ts)
+                }),
+            };
             if self.send(sub, push) {
                 pushed += 1;
             }
@@ -444,11 +454,8 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
         pushed
     }
 
-    fn send(&self, sub: &Sub, push: Arc<SharedPush>) -> bool {
-        match sub.peer.push(Outbound::Push {
-            push,
-            eid: sub.eid.clone(),
-        }) {
+    fn send(&self, sub: &Sub, push: &SharedPush) -> bool {
+        match sub.peer.push_shared(push, &sub.eid) {
             Ok(()) => true,
             Err(PushError::SlowConsumer) => {
                 self.metrics
@@ -487,12 +494,8 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
             return true;
         }
         sub.min_version = change.version;
-        let push = Arc::new(SharedPush::new(
-            "hall_update",
-            &render::update(change, sub.user),
-            now_ms(),
-        ));
-        self.send(sub, push)
+        let push = SharedPush::new("hall_update", &render::update(change, sub.user), now_ms());
+        self.send(sub, &push)
     }
 
     fn spawn_resync(self: &Arc<Self>, screening: ScreeningId) {
@@ -539,7 +542,7 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
         if screen.version.is_none_or(|v| v < snap.version) {
             screen.version = Some(snap.version);
         }
-        let mut variants: HashMap<Option<UserId>, Arc<SharedPush>> = HashMap::new();
+        let mut variants: HashMap<Option<UserId>, SharedPush> = HashMap::new();
         let mut pushed = 0u64;
         for sub in screen.subs.values_mut() {
             // Older than what the subscriber already has: a read that a
@@ -551,16 +554,9 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
             let key = sub
                 .user
                 .filter(|u| snap.seats.iter().any(|s| s.user == Some(*u)));
-            let push = variants
-                .entry(key)
-                .or_insert_with(|| {
-                    Arc::new(SharedPush::new(
-                        "hall_snapshot",
-                        &render::snapshot(snap, key),
-                        ts,
-                    ))
-                })
-                .clone();
+            let push = variants.entry(key).or_insert_with(|| {
+                SharedPush::new("hall_snapshot", &render::snapshot(snap, key), ts)
+            });
             sub.min_version = snap.version;
             if self.send(sub, push) {
                 pushed += 1;
@@ -620,7 +616,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::core::hub::{Hub, Peer, PeerQueue};
+    use crate::core::hub::{opcode, Hub, Peer, PeerQueue};
     use crate::models::catalogue::Seat;
     use crate::models::changes::SeatStatus;
     use crate::shared::ids::{HallId, SeatId};
@@ -748,30 +744,23 @@ mod tests {
         format!(r#"{{"s":7,"v":{version},"c":[[{seat},"{status}",{user}]]}}"#)
     }
 
-    /// The frames queued so far: (type, data).
+    /// The frames queued so far: (type, data). No writer runs in these
+    /// tests, so every frame stays queued.
     fn frames(q: &mut PeerQueue) -> Vec<(String, Value)> {
-        let mut out = Vec::new();
-        while let Some(msg) = q.try_recv() {
-            let text = match msg {
-                Outbound::Text(t) => t,
-                Outbound::Push { push, eid } => push.frame(&eid),
-                control => {
-                    let kind = if matches!(control, Outbound::Ping) {
-                        "ping"
-                    } else {
-                        "close"
-                    };
-                    out.push((kind.into(), Value::Null));
-                    continue;
+        q.take_frames()
+            .into_iter()
+            .map(|f| match f.opcode {
+                opcode::TEXT => {
+                    let v: Value = serde_json::from_slice(&f.payload).unwrap_or(Value::Null);
+                    (
+                        v["type"].as_str().unwrap_or("").to_owned(),
+                        v["data"].clone(),
+                    )
                 }
-            };
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            out.push((
-                v["type"].as_str().unwrap_or("").to_owned(),
-                v["data"].clone(),
-            ));
-        }
-        out
+                opcode::PING => ("ping".into(), Value::Null),
+                _ => ("close".into(), Value::Null),
+            })
+            .collect()
     }
 
     fn versions(frames: &[(String, Value)]) -> Vec<(String, i64)> {

@@ -25,7 +25,7 @@ use super::super::{Origins, State};
 use super::{connection, writer, Incoming, Outgoing, PING_EVERY, SILENCE_LIMIT};
 use crate::controllers::sessions::Sessions;
 use crate::core::db::Db;
-use crate::core::hub::{close, Hub, Outbound, SharedPush, SEND_QUEUE_BYTES};
+use crate::core::hub::{close, Hub, Outbound, Polled, SharedPush, SEND_QUEUE_BYTES};
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::{AuthKeys, TokenCheck};
@@ -91,6 +91,7 @@ async fn channels(room: usize) -> (impl Incoming, impl Outgoing, Client) {
     let (to_server, mut rx) = mpsc::unbounded_channel();
     let incoming = stream::poll_fn(move |cx| rx.poll_recv(cx));
     let (read, outgoing) = tokio::io::simplex(room);
+    let outgoing = Polled(outgoing);
     let from_server = WebSocketStream::from_raw_socket(
         tokio::io::join(read, tokio::io::sink()),
         Role::Client,
@@ -367,16 +368,13 @@ async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
         r#"{"screening_id":1,"version":2,"seats":[]}"#,
         1234,
     ));
-    let push = |eid: &str| Outbound::Push {
-        push: shared.clone(),
-        eid: Arc::from(json_str(eid)),
-    };
+    let push = |eid: &str| peer.push_shared(&shared, &json_str(eid));
     peer.send(Outbound::Text(r#"{"type":"ping","eid":"a"}"#.into()))
         .expect("queued");
-    peer.push(push("s\"1")).expect("queued");
+    push("s\"1").expect("queued");
     peer.send(Outbound::Text(r#"{"type":"ping","eid":"b"}"#.into()))
         .expect("queued");
-    peer.push(push("s2")).expect("queued");
+    push("s2").expect("queued");
     peer.send(Outbound::Close(close::GOING_AWAY))
         .expect("queued");
     assert_eq!(c.json().await["eid"], "a");
@@ -391,12 +389,6 @@ async fn the_writer_keeps_the_queue_order_of_answers_and_pushes() {
     assert_eq!(c.next().await, None);
     done.wait_for(|d| *d).await.expect("done");
     task.await.expect("writer");
-}
-
-/// A queued frame stays 32 bytes: the queue allocates 32 of them per socket.
-#[test]
-fn a_queued_frame_is_32_bytes() {
-    assert_eq!(std::mem::size_of::<Outbound>(), 32);
 }
 
 /// What an idle socket costs is mostly its tasks: the connection's future
