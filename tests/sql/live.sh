@@ -122,13 +122,26 @@ check "$(q -c "SELECT version FROM screening_versions WHERE screening_id = $SCR"
 
 # --- 2. Racing holds on one seat -------------------------------------------------------------------------------
 START=$(q -c "SELECT now() + interval '1.5 seconds'")
-(q >"$WORK/listen.out" 2>&1 <<SQL
-LISTEN hall_${HALL};
-SELECT pg_sleep_until('$START'::timestamptz + interval '5 seconds');
-SELECT pg_sleep(0.2);
-SELECT 1;
-SQL
-) &
+# The listener stays until the race and the churn are over, however long a busy machine takes (a fixed window
+# once ended before the last commits): a guard session named live-churn lives until the churn is done, and the
+# listener polls for it between short sleeps (psql prints notifications between commands), then stays for one
+# more round trip so the last commits' notifications are read.
+PGAPPNAME=live-churn psql -X -q -t -A --dbname "$DB" -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
+GUARD=$!
+{
+    echo "LISTEN hall_${HALL};"
+    echo "SELECT pg_sleep_until('$START'::timestamptz + interval '1 second');"
+    for _ in $(seq 1 600); do
+        echo "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'live-churn') AS churn_done \\gset"
+        echo "\\if :churn_done"
+        echo "SELECT pg_sleep(0.2);"
+        echo "SELECT 1;"
+        echo "\\q"
+        echo "\\endif"
+        echo "SELECT pg_sleep(0.1);"
+    done
+} >"$WORK/listen.sql"
+q -f "$WORK/listen.sql" >"$WORK/listen.out" 2>&1 &
 LISTENER=$!
 PIDS=()
 for i in $(seq 0 7); do
@@ -176,6 +189,8 @@ done
 psql -X -q -t -A --dbname "$DB" -f "$WORK/sweep.sql" >"$WORK/sweep.out" 2>&1 &
 PIDS+=($!)
 wait "${PIDS[@]}"
+q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'live-churn'" >/dev/null
+wait "$GUARD" 2>/dev/null || true
 wait "$LISTENER"
 
 check "$(cat "$WORK"/churn.*.out "$WORK/sweep.out" | grep 'ERROR' | grep -v -c -E 'ERROR:  MQ(409|411|422)$')" "0" \
