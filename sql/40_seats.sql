@@ -7,10 +7,17 @@
 --     FOR UPDATE) before they are read for a decision, so concurrent calls
 --     wait for each other instead of deadlocking, and decide on committed
 --     state (READ COMMITTED takes a fresh snapshot per statement).
---   * Holds of one screening are decided one after the other: hold_seats takes
---     a transaction advisory lock on the screening before any row lock (see
---     api.hold_seats). Nothing else waits for that lock while holding a row
---     lock, so it adds no lock-order cycle.
+--   * Changes of one screening are decided one after the other: hold_seats,
+--     release_seats, book_seats and cancel_booking (and api.hold_best_available,
+--     admin.block_seats, admin.unblock_seats) take a transaction advisory lock on
+--     the screening before any row lock. Holds need it for their rules (see
+--     api.hold_seats); the others take it so that a transaction holding several
+--     changes (api.seat_batch, sql/47_seat_batch.sql) never waits for a row lock
+--     of a screening whose version row it holds: whoever holds a screening's
+--     row locks holds its advisory lock too. The sweep only tries it (it never
+--     waits). Nothing waits for that lock while holding a row lock of the
+--     screening, so it adds no lock-order cycle; it adds little waiting either,
+--     because the version bump already orders a screening's changes until commit.
 --   * seat_states is changed by ONE UPDATE per call, so a call is one change
 --     set: one version bump and one notification (sql/20_notify.sql).
 --   * A held row whose hold_expires_at <= now() counts as free for everyone,
@@ -327,6 +334,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MQ410', MESSAGE = 'This screening has already started.';
     END IF;
 
+    -- Every change of a screening through the api first takes the screening's advisory lock (see the header).
+    PERFORM pg_advisory_xact_lock(p_screening);
     IF v_n > 1 THEN
         -- One seat needs no ordering; several are locked in seat_id order before the UPDATE takes them.
         PERFORM FROM seat_states AS ss
@@ -416,6 +425,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Screening not found.';
     END IF;
 
+    -- Every change of a screening through the api first takes the screening's advisory lock (see the header).
+    PERFORM pg_advisory_xact_lock(p_screening);
     -- Lock the seats in seat_id order and classify them in the same statement, with what the booking needs of
     -- their seats: the total (each seat at its kind's price; a kind without a price row, which a DBA deleted,
     -- costs the screening's price rather than nothing) and whether the companion rule has anything to check.
@@ -523,6 +534,7 @@ AS $$
 DECLARE
     v_entries     text;  -- the notification's seat entries (internal.seat_entries)
     v_booking   record;
+    v_screening bigint;
     v_freed     bigint[];
     v_hall      bigint;
     v_version   bigint;
@@ -533,16 +545,19 @@ BEGIN
     END IF;
     PERFORM internal.require_user(p_user);
 
-    -- The booking row is locked first, then its seats: book_seats never locks an existing booking, so the two
-    -- orders cannot form a cycle.
-    SELECT b.id, b.screening_id, b.status
-      INTO v_booking
-      FROM bookings AS b
-     WHERE b.id = p_booking AND b.user_id = p_user
-       FOR UPDATE;
+    -- The screening's advisory lock first (see the header), so the booking's screening is read without a lock;
+    -- a booking never moves to another screening. Then the booking row, then its seats: book_seats never locks an
+    -- existing booking, so the two orders cannot form a cycle.
+    SELECT b.screening_id INTO v_screening FROM bookings AS b WHERE b.id = p_booking AND b.user_id = p_user;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'MQ404', MESSAGE = 'Booking not found.';
     END IF;
+    PERFORM pg_advisory_xact_lock(v_screening);
+    SELECT b.id, b.screening_id, b.status
+      INTO v_booking
+      FROM bookings AS b
+     WHERE b.id = p_booking
+       FOR UPDATE;
 
     -- Cancelling a cancelled booking answers it again, unchanged (even after the start: nothing is changed).
     IF v_booking.status = 'confirmed' THEN
@@ -633,12 +648,15 @@ BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
 
     -- SKIP LOCKED: replicas sweeping at the same moment take disjoint rows instead of queueing, and a seat a
-    -- request is working on right now is left for the next sweep. The status test is repeated in the UPDATE so
-    -- the row is re-checked against its newest version.
+    -- request is working on right now is left for the next sweep. Likewise a screening whose advisory lock an api
+    -- change holds (see the header) is left alone: the sweep never waits for one, so it cannot close a cycle with
+    -- a batch of changes (sql/47_seat_batch.sql) that holds the screening's version row and wants a lapsed seat.
+    -- The status test is repeated in the UPDATE so the row is re-checked against its newest version.
     WITH lapsed AS (
         SELECT ss.screening_id, ss.seat_id
           FROM seat_states AS ss
          WHERE ss.status = 'held' AND ss.hold_expires_at <= now()
+           AND pg_try_advisory_xact_lock(ss.screening_id)
          ORDER BY ss.hold_expires_at
          LIMIT 10000
            FOR UPDATE SKIP LOCKED

@@ -27,7 +27,9 @@
 -- any row lock, so it cannot form a cycle with the row locks books and releases take. Holds of different
 -- screenings never wait for each other. Releases, bookings, the sweep and DBA changes only ever open seats or
 -- keep them closed (a release or sweep frees, a booking turns a hold into a booking), so they cannot make a
--- decided hold wrong and need not take it.
+-- decided hold wrong; releases, bookings and cancellations take the lock all the same, for another reason: a
+-- batch of changes in one transaction (sql/47_seat_batch.sql) must never wait for a row lock of a screening
+-- whose version row it holds (sql/40_seats.sql, header).
 
 -- Prices -----------------------------------------------------------------------------------------------------
 

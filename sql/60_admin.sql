@@ -190,6 +190,8 @@ BEGIN
     END IF;
     v_seats := internal.seat_list(block_seats.seat_ids);
     PERFORM internal.find_screening(block_seats.screening_id, v_seats);
+    -- Before any row lock, like every change of a screening through the api (sql/40_seats.sql).
+    PERFORM pg_advisory_xact_lock(block_seats.screening_id);
 
     PERFORM 1
        FROM seat_states AS ss
@@ -227,6 +229,8 @@ BEGIN
     END IF;
     v_seats := internal.seat_list(unblock_seats.seat_ids);
     PERFORM internal.find_screening(unblock_seats.screening_id, v_seats);
+    -- Before any row lock, like every change of a screening through the api (sql/40_seats.sql).
+    PERFORM pg_advisory_xact_lock(unblock_seats.screening_id);
 
     PERFORM 1
        FROM seat_states AS ss

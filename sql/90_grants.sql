@@ -87,6 +87,7 @@ GRANT EXECUTE ON FUNCTION
     api.release_seats(bigint, bigint, bigint[]),
     api.book_seats(bigint, bigint, bigint[]),
     api.cancel_booking(bigint, bigint),
+    api.seat_batch(text[], bigint[], bigint[], int[], bigint[]),
     api.get_bookings(bigint),
     api.hold_best_available(bigint, bigint, int, text[]),
     api.screening_prices(bigint),

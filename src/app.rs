@@ -24,6 +24,7 @@ use crate::core::metrics::Metrics;
 use crate::core::CoreError;
 use crate::methods::auth::{self, AuthKeys};
 use crate::models::seats;
+use crate::models::writer::{SeatWriter, SEAT_STALL};
 use crate::shared::config::Config;
 use crate::subscriptions::HallRouter;
 
@@ -48,6 +49,8 @@ pub struct Tuning {
     pub sweep_every: Option<Duration>,
     /// Apply migrations and `sql/` at start (as `MIGRATION_DATABASE_URL` when set).
     pub migrate: bool,
+    /// How long the seat writer's batch may run before the next starts beside it.
+    pub seat_stall: Duration,
 }
 
 impl Default for Tuning {
@@ -56,6 +59,7 @@ impl Default for Tuning {
             send_queue_bytes: SEND_QUEUE_BYTES,
             sweep_every: Some(Duration::from_secs(1)),
             migrate: true,
+            seat_stall: SEAT_STALL,
         }
     }
 }
@@ -117,11 +121,18 @@ impl Server {
         let ws_addr = ws.local_addr().map_err(CoreError::Io)?;
         let replica_id = replica_id();
         let drain_timeout = config.ws_drain_timeout;
+        let seats = SeatWriter::spawn(
+            db.clone(),
+            config.seat_batch_max,
+            tuning.seat_stall,
+            metrics.clone(),
+        );
         let state = Arc::new(State {
             origins: Origins::new(config.origins_for(http_addr.port())),
             config,
             replica_id: replica_id.clone(),
             db: db.clone(),
+            seats,
             auth,
             hub: Hub::default(),
             router: router.clone(),

@@ -451,6 +451,9 @@ pub fn metric_deltas(before: &Option<String>, after: &Option<String>) -> Value {
         "marquee_slow_consumers_closed_total",
         "marquee_resyncs_total",
         "marquee_listener_reconnects_total",
+        // Seat changes and the transactions they ran in (a server that batches them).
+        "marquee_seat_changes_total",
+        "marquee_seat_transactions_total",
     ] {
         if let (Some(x), Some(y)) = (
             crate::client::metric(b, name),

@@ -82,6 +82,7 @@ async fn route(
     } = conn;
     let ctx = Ctx {
         db: &state.db,
+        seats: &state.seats,
         auth: &state.auth,
         user: user.as_ref(),
         address: *address,

@@ -22,6 +22,7 @@ use crate::core::hub::Hub;
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::AuthKeys;
+use crate::models::writer::SeatWriter;
 use crate::shared::config::Config;
 use crate::subscriptions::HallRouter;
 
@@ -31,6 +32,8 @@ pub struct State {
     /// Unique to this running server (two replicas in one process differ).
     pub replica_id: String,
     pub db: Db,
+    /// Runs the seat changes (batched, see models::writer).
+    pub seats: SeatWriter,
     pub auth: AuthKeys,
     pub hub: Hub,
     pub router: Arc<HallRouter>,

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub resyncs: AtomicU64,
     pub listener_reconnects: AtomicU64,
     pub expired_holds_swept: AtomicU64,
+    /// Seat changes (hold, release, book, cancel) the seat writer ran.
+    pub seat_changes: AtomicU64,
+    /// Transactions they ran in (one per batch).
+    pub seat_transactions: AtomicU64,
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
     lag_buckets: [AtomicU64; LAG_BUCKETS.len()],
     lag_count: AtomicU64,
@@ -111,6 +115,16 @@ impl Metrics {
                 "marquee_expired_holds_swept_total",
                 "Expired holds freed by this replica's sweep.",
                 counter(&self.expired_holds_swept),
+            ),
+            (
+                "marquee_seat_changes_total",
+                "Hold, release, book and cancel requests run by the seat writer.",
+                counter(&self.seat_changes),
+            ),
+            (
+                "marquee_seat_transactions_total",
+                "Transactions the seat writer ran them in (several changes that arrived together share one).",
+                counter(&self.seat_transactions),
             ),
         ];
         for (name, help, (v, kind)) in singles {

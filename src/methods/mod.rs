@@ -14,6 +14,7 @@ pub use error::MethodError;
 use std::net::IpAddr;
 
 use crate::core::db::Db;
+use crate::models::writer::SeatWriter;
 use crate::shared::ids::{SessionId, UserId};
 
 /// The logged-in user of a connection.
@@ -29,6 +30,8 @@ pub struct CurrentUser {
 /// What a handler may use.
 pub struct Ctx<'a> {
     pub db: &'a Db,
+    /// Holds, releases, bookings and cancellations go through it.
+    pub seats: &'a SeatWriter,
     pub auth: &'a auth::AuthKeys,
     pub user: Option<&'a CurrentUser>,
     /// The client address (TCP peer, or `X-Forwarded-For` behind a trusted

@@ -38,7 +38,7 @@ fn user_and_seats<'a>(
 
 pub async fn hold_seats(ctx: &Ctx<'_>, selection: SeatSelection) -> Result<Held, MethodError> {
     let (user, screening, seats) = user_and_seats(ctx, selection)?;
-    let hold = seats::hold(ctx.db, user.id, screening, &seats).await?;
+    let hold = ctx.seats.hold(user.id, screening, seats.clone()).await?;
     Ok(Held {
         screening,
         seats,
@@ -82,7 +82,7 @@ pub async fn release_seats(
     selection: SeatSelection,
 ) -> Result<(ScreeningId, Release), MethodError> {
     let (user, screening, seats) = user_and_seats(ctx, selection)?;
-    let released = seats::release(ctx.db, user.id, screening, &seats).await?;
+    let released = ctx.seats.release(user.id, screening, seats).await?;
     Ok((screening, released))
 }
 
@@ -92,7 +92,7 @@ pub async fn book_seats(
     selection: SeatSelection,
 ) -> Result<(Booking, i64), MethodError> {
     let (user, screening, seats) = user_and_seats(ctx, selection)?;
-    Ok(seats::book(ctx.db, user.id, screening, &seats).await?)
+    Ok(ctx.seats.book(user.id, screening, seats).await?)
 }
 
 /// Cancels one of the user's bookings; returns it and the version.
@@ -101,7 +101,7 @@ pub async fn cancel_booking(
     booking: Lookup<BookingId>,
 ) -> Result<(Booking, i64), MethodError> {
     let user = ctx.require_user()?;
-    Ok(seats::cancel(ctx.db, user.id, booking.found()?).await?)
+    Ok(ctx.seats.cancel(user.id, booking.found()?).await?)
 }
 
 /// The user's bookings, newest first.

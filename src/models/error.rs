@@ -7,7 +7,7 @@
 use crate::core::CoreError;
 
 /// A failed model call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelError {
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -94,22 +94,27 @@ pub fn from_pg(e: tokio_postgres::Error) -> ModelError {
             other => ModelError::Internal(other.to_string()),
         };
     };
-    let detail = db.detail();
+    from_sql(db.code().code(), db.message(), db.detail())
+}
+
+/// The mapping of an error SQL raised, by its SQLSTATE: also for the errors
+/// `api.seat_batch` caught and answered as rows (models::writer).
+pub fn from_sql(code: &str, message: &str, detail: Option<&str>) -> ModelError {
     // Only what sql/ raises: the auth functions answer USERNAME_TAKEN and
     // RATE_LIMITED as outcome rows (raising would roll back the failure they
     // record), so those codes are mapped in methods::auth, not here.
-    match db.code().code() {
-        "MQ400" => ModelError::BadRequest(db.message().to_owned()),
+    match code {
+        "MQ400" => ModelError::BadRequest(message.to_owned()),
         "MQ401" => ModelError::Unauthorized,
         "MQ404" => ModelError::NotFound,
         "MQ409" => ModelError::SeatUnavailable(seat_list(detail)),
         "MQ410" => ModelError::ScreeningClosed,
-        "MQ411" => ModelError::HoldLimit(db.message().to_owned()),
+        "MQ411" => ModelError::HoldLimit(message.to_owned()),
         "MQ412" => ModelError::HoldExpired(seat_list(detail)),
         "MQ422" => seat_rule(detail),
         // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
         // and a statement cancelled by a shutdown
-        "57P01" | "57P02" | "57P03" | "53300" => ModelError::Unavailable(db.message().to_owned()),
-        code => ModelError::Internal(format!("{} ({code})", db.message())),
+        "57P01" | "57P02" | "57P03" | "53300" => ModelError::Unavailable(message.to_owned()),
+        code => ModelError::Internal(format!("{message} ({code})")),
     }
 }

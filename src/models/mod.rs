@@ -9,5 +9,6 @@ pub mod changes;
 pub mod demo;
 pub mod error;
 pub mod seats;
+pub mod writer;
 
 pub use error::ModelError;

@@ -16,6 +16,7 @@
 //! | `TOTP_KEY` | derived from `JWT_SECRET` | 64 hex chars, encrypts TOTP secrets at rest |
 //! | `TOTP_ISSUER` | Marquee | issuer in the otpauth URL |
 //! | `DB_POOL_SIZE` | 16 | pooled connections per replica |
+//! | `SEAT_BATCH_MAX` | 32 | seat changes (of different screenings) that arrived together and run in one transaction; 1: each change in its own, concurrently |
 //! | `HTTP_HEADER_TIMEOUT` | 10 | seconds an HTTP connection has to send a complete request head, from connect or from the previous answer (so also how long an idle keep-alive connection stays open) |
 //! | `HTTP_IDLE_TIMEOUT` | 60 | seconds one HTTP request may take, its body included, and an HTTP connection may move no byte |
 //! | `HTTP_MAX_CONNECTIONS` | 1024 | open connections on `PORT`; past it, idle ones are closed to make room |
@@ -91,6 +92,8 @@ pub struct Config {
     pub totp_key: Option<Secret>,
     pub totp_issuer: String,
     pub pool_size: usize,
+    /// The most seat changes one transaction carries (the seat writer's batch).
+    pub seat_batch_max: usize,
     /// How long an HTTP connection may take to send a complete request
     /// head, from connect or from the previous answer.
     pub http_header_timeout: Duration,
@@ -191,6 +194,14 @@ impl Config {
                 _ => return Err(bad("DB_POOL_SIZE", "must be a number from 1 to 1000")),
             },
         };
+        let seat_batch_max = match get("SEAT_BATCH_MAX") {
+            None => 32,
+            Some(s) => match s.parse::<usize>() {
+                // 64: sql/47_seat_batch.sql (a transaction's cached subtransaction ids).
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => return Err(bad("SEAT_BATCH_MAX", "must be a number from 1 to 64")),
+            },
+        };
         let seconds = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
             match get(var) {
                 None => Ok(Duration::from_secs(default)),
@@ -245,6 +256,7 @@ impl Config {
             totp_key,
             totp_issuer,
             pool_size,
+            seat_batch_max,
             http_header_timeout,
             http_idle_timeout,
             http_max_connections,

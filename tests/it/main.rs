@@ -7,6 +7,7 @@ mod harness;
 
 mod auth;
 mod auth_http;
+mod batches;
 mod box_office;
 mod catalogue;
 mod embedded;

@@ -97,9 +97,11 @@ SELECT is_empty($$SELECT f::text FROM pg_temp.definer_functions() AS f JOIN pg_p
                       OR EXISTS (SELECT FROM unnest(p.proconfig) AS c(setting)
                                   WHERE c.setting NOT IN ('search_path=pg_catalog, public, pg_temp',
                                                           'plan_cache_mode=force_generic_plan',
-                                                          'enable_seqscan=off', 'marquee.publisher=api'))$$,
+                                                          'enable_seqscan=off', 'marquee.publisher=api',
+                                                          'lock_timeout=100ms'))$$,
                 'every api and admin function and every trigger function is SECURITY DEFINER with '
-                'search_path = pg_catalog, public, pg_temp (and at most plan_cache_mode, enable_seqscan and marquee.publisher)');
+                'search_path = pg_catalog, public, pg_temp (and at most plan_cache_mode, enable_seqscan, '
+                'marquee.publisher and lock_timeout)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc AS p
                 WHERE 'marquee.publisher=api' = ANY (p.proconfig)$$,
               ARRAY['api.hold_seats(bigint,bigint,bigint[])', 'api.release_seats(bigint,bigint,bigint[])',
@@ -149,7 +151,7 @@ SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
               ARRAY['get_cinemas', 'get_screenings', 'screening_hall', 'hall_snapshot', 'hold_seats', 'release_seats',
                     'book_seats', 'cancel_booking', 'get_bookings', 'sweep_expired_holds', 'auth_user', 'auth_login',
                     'auth_register', 'registration_retry_after', 'session_user', 'revoke_session', 'dead_sessions',
-                    'prune_auth', 'hold_best_available', 'screening_prices'],
+                    'prune_auth', 'hold_best_available', 'screening_prices', 'seat_batch'],
               'marquee_app may execute exactly these functions, no admin or internal one');
 SELECT function_privs_are('admin', 'block_seats', ARRAY['bigint', 'bigint[]'], 'marquee_app', '{}'::name[]);
 SELECT function_privs_are('admin', 'seed_demo', '{}'::name[], 'marquee_app', '{}'::name[]);

@@ -29,6 +29,7 @@ use crate::core::hub::{close, Hub, Outbound, Polled, SharedPush, SEND_QUEUE_BYTE
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::methods::auth::{AuthKeys, TokenCheck};
+use crate::models::writer::SeatWriter;
 use crate::shared::config::Config;
 use crate::shared::protocol::{json_str, MAX_FRAME_BYTES};
 use crate::subscriptions::HallRouter;
@@ -56,6 +57,7 @@ fn server_state(send_queue_bytes: usize) -> (Arc<State>, watch::Sender<bool>) {
         config,
         replica_id: "unit".into(),
         router: HallRouter::new(db.clone(), listener.clone(), metrics.clone()),
+        seats: SeatWriter::spawn(db.clone(), 1, Duration::ZERO, metrics.clone()),
         db,
         hub: Hub::default(),
         listener,
