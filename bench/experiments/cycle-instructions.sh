@@ -16,6 +16,10 @@
 #   hold+release   api.hold_seats then api.release_seats of one seat, each committed
 #   hold+book+cancel  api.hold_seats, api.book_seats, api.cancel_booking, each committed
 #   floor          the floor's change (bench/src/floor.rs) twice, each committed
+#   batched hold+release  10 users' holds of one screening in one api.seat_batch
+#                  call, committed, then their 10 releases in another: the
+#                  server's seat writer under load (src/models/writer.rs);
+#                  reported per hold+release pair
 #
 # Each is run for 20 and for 20 + N cycles (default N = 100) after 20 warm-up
 # cycles in the same backend; the difference over N is one cycle's count.
@@ -81,6 +85,17 @@ SELECT r.user_id, :screening, (SELECT s.id FROM seats AS s WHERE s.hall_id = :ha
   FROM api.auth_register('cycles', '\x00'::bytea, 1, 86400) AS r;
 SQL
 )
+# The batch: 10 bulk users, every third seat of a row of 40 (no seat left alone between two holds).
+read -r B_SCREENING B_USERS B_SEATS < <("${P[@]}" -F ' ' <<'SQL'
+SELECT min(id) AS film FROM films \gset
+SELECT id AS cinema FROM cinemas WHERE name = 'cycles' \gset
+SELECT admin.create_hall(:cinema, 'cycles-batch', 1, 40) AS bhall \gset
+SELECT admin.create_screening(:bhall, :film, now() + interval '2 days', 1200, 'EUR') AS bscreening \gset
+SELECT :bscreening,
+       (SELECT array_agg(u.id ORDER BY u.id) FROM (SELECT id FROM users WHERE username LIKE 'bulk%' ORDER BY id LIMIT 10) AS u),
+       (SELECT array_agg(s.id ORDER BY s.x) FROM seats AS s WHERE s.hall_id = :bhall AND s.x % 3 = 0 AND s.x < 30);
+SQL
+)
 "${P[@]}" -c "ANALYZE"
 
 "${P[@]}" <<'SQL'
@@ -108,6 +123,28 @@ BEGIN
         SELECT b.booking_id INTO v_booking FROM api.book_seats(p_user, p_screening, ARRAY[p_seat]) AS b;
         COMMIT;
         PERFORM api.cancel_booking(p_user, v_booking);
+        COMMIT;
+    END LOOP;
+END;
+$$;
+CREATE PROCEDURE public.cycle_batch(p_users bigint[], p_screening bigint, p_seats bigint[], p_n int)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_k       int := cardinality(p_users);
+    v_targets bigint[] := array_fill(p_screening, ARRAY[cardinality(p_users)]);
+    v_counts  int[] := array_fill(1, ARRAY[cardinality(p_users)]);
+BEGIN
+    FOR i IN 1..p_n LOOP
+        IF EXISTS (SELECT FROM api.seat_batch(array_fill('hold'::text, ARRAY[v_k]), p_users, v_targets, v_counts,
+                                              p_seats) AS b WHERE b.code IS NOT NULL) THEN
+            RAISE EXCEPTION 'a batched hold failed';
+        END IF;
+        COMMIT;
+        IF EXISTS (SELECT FROM api.seat_batch(array_fill('release'::text, ARRAY[v_k]), p_users, v_targets, v_counts,
+                                              p_seats) AS b WHERE b.code IS NOT NULL) THEN
+            RAISE EXCEPTION 'a batched release failed';
+        END IF;
         COMMIT;
     END LOOP;
 END;
@@ -175,8 +212,11 @@ count() {  # $1: a CALL with %N% for the cycle count; prints instructions per cy
 hr=$(count "CALL public.cycle_hold_release($USER_ID, $SCREENING, $SEAT, %N%)")
 bk=$(count "CALL public.cycle_book($USER_ID, $SCREENING, $SEAT, %N%)")
 fl=$(count "CALL public.cycle_floor(%N%)")
+bt=$(count "CALL public.cycle_batch('$B_USERS', $B_SCREENING, '$B_SEATS', %N%)")
+bt=$((bt / 10))
 echo "hold+release: $hr instructions per cycle"
 echo "hold+book+cancel: $bk instructions per cycle"
 echo "floor (two changes): $fl instructions per cycle"
-printf '{"experiment":"cycle-instructions","marquee":"%s","cycles":%s,"hold_release":%s,"hold_book_cancel":%s,"floor_two_changes":%s}\n' \
-  "$MARQUEE" "$CYCLES" "$hr" "$bk" "$fl"
+echo "batched hold+release (10 per transaction): $bt instructions per pair"
+printf '{"experiment":"cycle-instructions","marquee":"%s","cycles":%s,"hold_release":%s,"hold_book_cancel":%s,"floor_two_changes":%s,"batched_hold_release":%s}\n' \
+  "$MARQUEE" "$CYCLES" "$hr" "$bk" "$fl" "$bt"

@@ -355,6 +355,8 @@ mod tests {
             ("METRICS_TOKEN", "short"),
             ("TRUSTED_PROXIES", "10.0.0.1,nginx"),
             ("WS_DRAIN_TIMEOUT", "0"),
+            ("SEAT_BATCH_MAX", "0"),
+            ("SEAT_BATCH_MAX", "65"),
         ] {
             let e = Config::from_vars(&vars(&[(k, v)])).unwrap_err();
             assert_eq!(e.var, k, "{k}={v}");
@@ -400,6 +402,13 @@ mod tests {
             c.allowed_origins.unwrap(),
             vec!["https://cinema.example", "http://localhost:8080"]
         );
+    }
+
+    #[test]
+    fn seat_batch_max_defaults_to_32() {
+        assert_eq!(Config::from_vars(&vars(&[])).unwrap().seat_batch_max, 32);
+        let c = Config::from_vars(&vars(&[("SEAT_BATCH_MAX", "1")])).unwrap();
+        assert_eq!(c.seat_batch_max, 1);
     }
 
     #[test]
