@@ -37,7 +37,9 @@
 //!
 //! Pushes are rendered once for all subscribers around the one part that
 //! differs per socket: the `eid`, escaped once per subscription and spliced
-//! in when the frame is written ([`Peer::push_shared`]).
+//! in when the frame is written ([`Peer::push_shared`]). A change's
+//! fan-out ([`Fanout`]) frames the pushes of many subscribers before it
+//! sends the first, because a send evicts what the next push would read.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -307,7 +309,7 @@ impl<'a> Frame<'a> {
 
 /// Starts fetching the two cache lines at `p` (a hint: it never faults).
 #[inline]
-fn prefetch(p: *const u8) {
+pub fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -762,20 +764,22 @@ impl Peer {
 /// whatever the audience.
 const FANOUT_CHUNK: usize = 64;
 
-/// One change's pushes to many sockets, in two passes per chunk of
-/// subscribers. [`Fanout::add`] frames each subscriber's push into one
-/// buffer and starts fetching its socket's state; then every frame is
-/// handed to its socket as [`Peer::push_shared`] would (written at once when
-/// nothing waits, else queued; 1013 when it does not fit).
+/// One change's pushes to many sockets, in passes per chunk of
+/// subscribers: [`Fanout::add`] frames each subscriber's push into one
+/// buffer; then every socket of the chunk is fetched, and every frame is
+/// handed to its socket as [`Peer::push_shared`] would (written at once
+/// when nothing waits, else queued; 1013 when it does not fit).
 ///
-/// Why two passes: a push's system call runs the loopback receiver's TCP
-/// stack too, and what it touches evicts the fan-out's own data. Reading a
+/// Why: a push's system call runs the loopback receiver's TCP stack too,
+/// and what it touches evicts the fan-out's own data. Reading a
 /// subscriber's entry, its eid and its socket state between two sends
-/// missed the cache (and the TLB) several times per push, one miss after
-/// the other (`perf annotate` of the fan-out: most of its user time, on
-/// the loads of the next subscriber). Framed first, with no system call in
-/// between, those misses overlap; the sends then read a compact list and a
-/// buffer the framing just wrote.
+/// missed the cache several times per push, one miss after the other
+/// (`perf annotate` of the fan-out: most of its user time, on the loads of
+/// the next subscriber). Each socket also lies on a page of its own, and a
+/// TLB miss holds up even a prefetch until its page walk is done. Framed
+/// first, with no system call in between, the misses overlap; so do the
+/// page walks of the sockets fetched back to back; the sends then read a
+/// compact list, a buffer the framing just wrote and mapped pages.
 pub struct Fanout<'a> {
     /// The frames of the chunk, back to back.
     wire: Vec<u8>,
@@ -808,7 +812,6 @@ impl<'a> Fanout<'a> {
     /// added.
     pub fn add(&mut self, peer: &'a Peer, push: &SharedPush, eid_json: &str) {
         let socket: &'a Socket = &peer.socket;
-        prefetch(std::ptr::from_ref(socket).cast());
         let [head, eid, tail] = push.parts(eid_json);
         Frame::new(
             opcode::TEXT,
@@ -834,6 +837,14 @@ impl<'a> Fanout<'a> {
     }
 
     fn flush(&mut self) {
+        // Every socket of the chunk first, in a loop with nothing else in
+        // it: each lies on a page of its own, whose TLB miss holds up even
+        // a prefetch until the page walk is done (`perf annotate`); issued
+        // back to back, those walks overlap instead of stalling one push
+        // each, and the sends below find the pages mapped.
+        for &(socket, _) in &self.targets {
+            prefetch(std::ptr::from_ref(socket).cast());
+        }
         let mut start = 0;
         for (i, &(socket, end)) in self.targets.iter().enumerate() {
             if let Some(&(next, _)) = self.targets.get(i + 1) {

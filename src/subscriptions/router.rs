@@ -22,9 +22,10 @@
 //!
 //! The state is behind one `std::sync::Mutex` that is never held across an
 //! await; notifications are handled synchronously under it. Pushes are
-//! handed to the sockets under it too ([`Peer::push_shared`], which never
-//! waits: it writes to an idle socket at once and queues otherwise), so the
-//! order of a screening's frames on every socket is the order decided here.
+//! handed to the sockets under it too ([`Fanout`], [`Peer::push_shared`]:
+//! neither waits, each writes to an idle socket at once and queues
+//! otherwise), so the order of a screening's frames on every socket is the
+//! order decided here.
 //!
 //! The router reads snapshots and LISTENs through two traits
 //! ([`Snapshots`], [`Channels`]), PostgreSQL and the replica's listener in
@@ -36,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::core::db::Db;
-use crate::core::hub::{ConnId, Fanout, Outbound, Peer, PushError, SharedPush};
+use crate::core::hub::{prefetch, ConnId, Fanout, Outbound, Peer, PushError, SharedPush};
 use crate::core::listener::Listener;
 use crate::core::metrics::Metrics;
 use crate::models::catalogue::HallSnapshot;
@@ -74,6 +75,9 @@ impl From<ModelError> for SubscriptionError {
         }
     }
 }
+
+/// How many subscribers ahead a fan-out fetches their entries.
+const PREFETCH_AHEAD: usize = 4;
 
 /// Bytes of an eid's JSON literal kept inline in its [`Sub`].
 const EID_INLINE: usize = 30;
@@ -449,7 +453,21 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
         let mut shared: Option<SharedPush> = None;
         let mut variants: Vec<(UserId, SharedPush)> = Vec::new();
         let mut fanout = Fanout::new();
-        for sub in screen.subs.values_mut() {
+        // The subscribers' entries, found without reading them (the map's
+        // walk reads its control bytes only); each is fetched a few places
+        // ahead, so that a cold entry does not stall every step.
+        let subs: Vec<&mut Sub> = screen.subs.values_mut().collect();
+        let entries: Vec<*const u8> = subs
+            .iter()
+            .map(|s| std::ptr::from_ref::<Sub>(s).cast())
+            .collect();
+        for p in entries.iter().take(PREFETCH_AHEAD) {
+            prefetch(*p);
+        }
+        for (i, sub) in subs.into_iter().enumerate() {
+            if let Some(p) = entries.get(i + PREFETCH_AHEAD) {
+                prefetch(*p);
+            }
             if sub.held.is_some() || change.version <= sub.min_version {
                 continue;
             }
