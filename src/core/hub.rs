@@ -230,8 +230,8 @@ struct Frame<'a> {
     /// A close frame's code, before the parts.
     code: Option<u16>,
     parts: [&'a [u8]; 3],
-    /// `parts[0]` is the whole frame, header included, already encoded by
-    /// [`Fanout::add`]: it is written as it is.
+    /// `parts[0]` is the whole frame, header included, which
+    /// [`Fanout::add`] encoded before: written as it is.
     encoded: bool,
 }
 
