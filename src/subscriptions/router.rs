@@ -446,8 +446,8 @@ impl<S: Snapshots, L: Channels> HallRouter<S, L> {
     /// its socket here, under the router's lock, when the socket is idle
     /// (`core::hub`): the order of a screening's pushes is the order of its
     /// changes on every socket. The subscribers' frames are made before
-    /// any is sent ([`Fanout`]), so reading them costs no cache miss per
-    /// push.
+    /// any is sent ([`Fanout`]): the cache misses of reading them overlap
+    /// instead of stalling every send.
     fn fan_out(&self, screen: &mut Screen, change: &ChangeSet) -> u64 {
         let ts = now_ms();
         let mut shared: Option<SharedPush> = None;
