@@ -46,7 +46,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 // The clock of the timers: a paused test runtime moves it (see `tests`).
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -338,23 +338,32 @@ async fn serve<S: Incoming>(
     let mut bucket = TokenBucket::new(50, 50, Instant::now());
     let mut last_seen = Instant::now();
     let mut last_ping = Instant::now();
-    // The liveness timers: silence and pings. The ping is queued from here,
-    // not timed in the writer, which would poll its timer on every wake-up,
-    // i.e. every push.
-    let mut timers = tokio::time::interval(Duration::from_secs(5));
+    // The liveness rules (silence, pings) share one timer, set to the
+    // earlier of their deadlines. A frame moves `last_seen` without
+    // touching it, and the wake-up that finds the peer heard from since
+    // sleeps again until the new deadline: an idle connection wakes once
+    // per ping (a 5 s tick woke every connection six times as often), and
+    // the ping is queued from here, not timed in the writer, which would
+    // poll its timer on every wake-up, i.e. every push.
+    let mut liveness = Box::pin(tokio::time::sleep_until(liveness_deadline(
+        last_ping, last_seen,
+    )));
+    // The session's expiry: one timer while the user stays the same, not a
+    // new one (a trip through the timer wheel) per request.
+    let mut expiry: Option<(chrono::DateTime<chrono::Utc>, Pin<Box<Sleep>>)> = None;
     let mut shutdown = state.shutdown.clone();
     if *shutdown.borrow() {
         let _ = conn.peer.send(Outbound::Close(close::GOING_AWAY));
         return;
     }
     loop {
-        let expiry = conn.user.as_ref().map(|u| u.expires_at);
-        let until_expiry = async move {
-            match expiry {
-                Some(t) => {
-                    let left = (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                    tokio::time::sleep(left).await
-                }
+        let expires_at = conn.user.as_ref().map(|u| u.expires_at);
+        if expires_at != expiry.as_ref().map(|(t, _)| *t) {
+            expiry = expires_at.map(|t| (t, Box::pin(tokio::time::sleep(until(t)))));
+        }
+        let until_expiry = async {
+            match expiry.as_mut() {
+                Some((_, sleep)) => sleep.as_mut().await,
                 None => std::future::pending().await,
             }
         };
@@ -375,7 +384,7 @@ async fn serve<S: Incoming>(
             _ = writer_done.wait_for(|d| *d) => Event::WriterDone,
             Some(Control::SessionEnded) = ctl_rx.recv() => Event::SessionEnded,
             _ = until_expiry => Event::SessionEnded,
-            _ = timers.tick() => Event::Timers,
+            _ = liveness.as_mut() => Event::Timers,
             _ = shutdown.changed() => Event::Shutdown,
         };
         let close_with = match event {
@@ -432,6 +441,13 @@ async fn serve<S: Incoming>(
                     last_ping = Instant::now();
                     let _ = conn.peer.send(Outbound::Ping);
                 }
+                liveness
+                    .as_mut()
+                    .reset(liveness_deadline(last_ping, last_seen));
+                // Follow the wall clock, should it have moved, once a ping.
+                if let Some((t, sleep)) = expiry.as_mut() {
+                    sleep.as_mut().reset(Instant::now() + until(*t));
+                }
                 continue;
             }
             Event::Shutdown => close::GOING_AWAY,
@@ -441,6 +457,18 @@ async fn serve<S: Incoming>(
         let _ = tokio::time::timeout(Duration::from_secs(5), writer_done.wait_for(|d| *d)).await;
         return;
     }
+}
+
+/// When the liveness timer next has something to check: the next ping, or
+/// just past the silence limit (a check at the limit itself would find the
+/// peer not yet over it and sleep again until the same instant).
+fn liveness_deadline(last_ping: Instant, last_seen: Instant) -> Instant {
+    (last_ping + PING_EVERY).min(last_seen + SILENCE_LIMIT + Duration::from_millis(1))
+}
+
+/// How long until the wall-clock instant `t` (zero once past).
+fn until(t: chrono::DateTime<chrono::Utc>) -> Duration {
+    (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO)
 }
 
 /// The connection's session ended (logout, revocation, expiry): it becomes

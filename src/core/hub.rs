@@ -37,14 +37,16 @@
 //!
 //! Pushes are rendered once for all subscribers around the one part that
 //! differs per socket: the `eid`, escaped once per subscription and spliced
-//! in when the frame is written ([`Peer::push_shared`]).
+//! in when the frame is written ([`Peer::push_shared`]). A change's
+//! fan-out ([`Fanout`]) frames the pushes of many subscribers before it
+//! sends the first, because a send evicts what the next push would read.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -228,6 +230,9 @@ struct Frame<'a> {
     /// A close frame's code, before the parts.
     code: Option<u16>,
     parts: [&'a [u8]; 3],
+    /// `parts[0]` is the whole frame, header included, which
+    /// [`Fanout::add`] encoded before: written as it is.
+    encoded: bool,
 }
 
 impl<'a> Frame<'a> {
@@ -236,6 +241,17 @@ impl<'a> Frame<'a> {
             opcode,
             code,
             parts,
+            encoded: false,
+        }
+    }
+
+    /// A text frame encoded before (header and payload).
+    fn encoded(wire: &'a [u8]) -> Self {
+        Self {
+            opcode: opcode::TEXT,
+            code: None,
+            parts: [wire, &[], &[]],
+            encoded: true,
         }
     }
 
@@ -253,6 +269,9 @@ impl<'a> Frame<'a> {
 
     /// Bytes on the wire, header included.
     fn wire_len(&self) -> usize {
+        if self.encoded {
+            return self.parts[0].len();
+        }
         let len = self.payload_len();
         len + match len {
             0..=125 => 2,
@@ -262,6 +281,10 @@ impl<'a> Frame<'a> {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
+        if self.encoded {
+            out.extend_from_slice(self.parts[0]);
+            return;
+        }
         let len = self.payload_len();
         out.push(0x80 | self.opcode);
         match len {
@@ -305,6 +328,10 @@ thread_local! {
     /// Where a direct write frames its bytes: one buffer per thread, not
     /// per socket, so a socket that is idle or keeps up holds none.
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// [`Fanout`]'s frames, kept from one change to the next: a buffer
+    /// grown anew for every change cost a reallocation (and a copy) per
+    /// doubling.
+    static FANOUT_WIRE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Asks a connection to close with a code; the first code wins.
@@ -329,24 +356,15 @@ impl Closer {
 }
 
 /// One socket's outgoing side, under [`Socket::out`]'s lock. `repr(C)`:
-/// what a push reads comes first, next to the lock and the close code.
+/// what a push reads comes first, in the order it reads it (the flags, the
+/// descriptor, the pending bytes, the sink), so that with [`Socket`]'s
+/// layout all of it lies in the socket's first two cache lines; the writer's
+/// waker, needed only to wake it, comes last.
 #[derive(Default)]
 #[repr(C)]
 struct Out {
-    /// The sink's file descriptor when it has one ([`SocketWrite::fd`]):
-    /// a push writes to it without following the sink's pointers.
-    fd: Option<RawFd>,
-    /// The write half; `None` until the writer starts, and again once it
-    /// ended. Without it everything is queued. Owns `fd`: both are set and
-    /// cleared together.
-    sink: Option<Sink>,
-    /// The write in flight from `sent` on: never cut, not even by a close.
-    batch: Vec<u8>,
-    sent: usize,
-    /// Whole frames behind the batch, already framed for the wire.
-    queue: Vec<u8>,
-    /// The writer task, when it waits for bytes to write.
-    writer: Option<Waker>,
+    /// The writer ended: nothing is written any more.
+    ended: bool,
     /// A close frame was sent: nothing after it goes out.
     closing: bool,
     /// The close frame is in the batch or on the wire: a close asked for
@@ -354,8 +372,20 @@ struct Out {
     close_committed: bool,
     /// Every [`Peer`] is gone: the writer ends once all is written.
     orphaned: bool,
-    /// The writer ended: nothing is written any more.
-    ended: bool,
+    /// The sink's file descriptor when it has one ([`SocketWrite::fd`]):
+    /// a push writes to it without following the sink's pointers.
+    fd: Option<RawFd>,
+    sent: usize,
+    /// The write in flight from `sent` on: never cut, not even by a close.
+    batch: Vec<u8>,
+    /// Whole frames behind the batch, already framed for the wire.
+    queue: Vec<u8>,
+    /// The write half; `None` until the writer starts, and again once it
+    /// ended. Without it everything is queued. Owns `fd`: both are set and
+    /// cleared together.
+    sink: Option<Sink>,
+    /// The writer task, when it waits for bytes to write.
+    writer: Option<Waker>,
 }
 
 impl Out {
@@ -369,27 +399,19 @@ impl Out {
     fn write_now(&mut self, frame: &Frame<'_>) {
         self.batch.clear();
         self.sent = 0;
+        if frame.encoded {
+            // A fan-out's frame: already on the wire's format, no copy.
+            let wire = frame.parts[0];
+            let written = self.try_write(wire);
+            if written < wire.len() {
+                self.batch.extend_from_slice(&wire[written..]);
+            }
+            return;
+        }
         let mut buf = SCRATCH.take();
         buf.clear();
         frame.encode(&mut buf);
-        // Never waits: what the socket does not take is the writer's.
-        let tried = match (self.fd, self.sink.as_mut()) {
-            (Some(fd), Some(_)) => {
-                // SAFETY: `fd` is the descriptor of `self.sink`, which is
-                // present and keeps it open; both are taken away together
-                // (`Socket::end`), under the lock this runs under.
-                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                // Non-blocking: a full socket answers `WouldBlock`.
-                Some(socket2::SockRef::from(&fd).send_with_flags(&buf, libc::MSG_NOSIGNAL))
-            }
-            (None, Some(sink)) => Some(sink.try_write(&buf)),
-            (_, None) => None,
-        };
-        let written = match tried {
-            Some(Ok(n)) => n,
-            // The writer meets an error itself and ends the socket.
-            Some(Err(_)) | None => 0,
-        };
+        let written = self.try_write(&buf);
         if written < buf.len() {
             self.batch.extend_from_slice(&buf[written..]);
         }
@@ -397,13 +419,53 @@ impl Out {
             SCRATCH.set(buf);
         }
     }
+
+    /// Writes what the socket takes of `buf` at once, never waiting: the
+    /// bytes written, 0 when it takes nothing or failed (the writer meets
+    /// an error itself and ends the socket) or when no sink is attached.
+    fn try_write(&mut self, buf: &[u8]) -> usize {
+        let tried = match (self.fd, self.sink.as_mut()) {
+            (Some(fd), Some(_)) => send_now(fd, buf),
+            (None, Some(sink)) => sink.try_write(buf),
+            (_, None) => return 0,
+        };
+        tried.unwrap_or(0)
+    }
 }
 
-/// Shared by a socket's [`Peer`]s and its [`PeerQueue`]. `repr(C)`: the
-/// close code, the lock and [`Out`]'s first fields share the first cache
-/// lines, which is all a push touches (one socket per subscriber, so a
-/// fan-out misses the cache on each).
-#[repr(C)]
+/// One non-blocking `sendto` on `fd`, as a plain system call: glibc's
+/// `send` is a thread-cancellation point and brackets every call with two
+/// calls that switch asynchronous cancellation on and off (a tenth of a
+/// push's user time in `perf`), which nothing in Rust uses.
+fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes for the duration of the
+    // call; a null address with length 0 is `send`. `fd` is the
+    // descriptor of the sink its caller holds (see `Out::fd`): open.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    // Non-blocking: a full socket answers `WouldBlock`.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Shared by a socket's [`Peer`]s and its [`PeerQueue`]. `repr(C)` and
+/// aligned to a cache line: the close code, the lock, [`Out`] and the
+/// queue's count fill exactly the first two lines, which is all a push
+/// touches (the limit only when bytes are queued) and what [`prefetch`]
+/// fetches; one socket per subscriber, so a fan-out misses the cache on
+/// each (`an_idle_socket_is_small` checks the layout). Aligned by the
+/// allocator's 16 bytes only, `Out::ended`, the first field a push reads
+/// under the lock, then lay in a third line three times out of four, which
+/// the prefetch did not fetch.
+#[repr(C, align(64))]
 struct Socket {
     /// Inline, like everything a push reads: not a pointer away.
     closer: Closer,
@@ -539,6 +601,34 @@ impl Socket {
         }
     }
 
+    /// A push: refused when closing; one that does not fit closes the
+    /// socket with 1013 (see [`Peer::push`]).
+    fn push(&self, frame: &Frame<'_>) -> Result<(), PushError> {
+        if self.closer.code().is_some() {
+            // Closing already: nothing more is worth its memory.
+            return Err(PushError::Closed);
+        }
+        match self.put(frame, Mode::Push) {
+            Ok(()) => Ok(()),
+            Err(Refused::Closed) => Err(PushError::Closed),
+            // Only the push that overflowed reports the slow consumer (it
+            // is counted once); later ones find it already closing.
+            Err(Refused::Full) if self.close(close::TRY_AGAIN_LATER) => {
+                Err(PushError::SlowConsumer)
+            }
+            Err(Refused::Full) => Err(PushError::Closed),
+        }
+    }
+
+    /// See [`Peer::close`].
+    fn close(&self, code: u16) -> bool {
+        let first = self.closer.close(code);
+        if first {
+            let _ = self.put(&Frame::close(code), Mode::CloseFirst);
+        }
+        first
+    }
+
     /// The writer ended: nothing more is written, what was pending is freed.
     fn end(&self) -> Option<Sink> {
         let sink = {
@@ -610,15 +700,6 @@ impl Peer {
         &self.socket
     }
 
-    /// Asks the CPU to fetch what a push to this socket reads first (the
-    /// close code, the lock, the fields of [`Out`] a push looks at), for a
-    /// caller that sends to many sockets in turn: the fetch then overlaps
-    /// the send before it instead of stalling the loop once per socket.
-    #[inline]
-    pub fn prefetch(&self) {
-        prefetch(Arc::as_ptr(&self.socket).cast());
-    }
-
     /// Sends a push without waiting; one that does not fit closes the
     /// connection (1013). Into an empty queue anything fits, so a snapshot
     /// of a big hall reaches a reader that keeps up.
@@ -639,20 +720,7 @@ impl Peer {
     }
 
     fn push_frame(&self, frame: &Frame<'_>) -> Result<(), PushError> {
-        if self.socket().closer.code().is_some() {
-            // Closing already: nothing more is worth its memory.
-            return Err(PushError::Closed);
-        }
-        match self.socket().put(frame, Mode::Push) {
-            Ok(()) => Ok(()),
-            Err(Refused::Closed) => Err(PushError::Closed),
-            // Only the push that overflowed reports the slow consumer (it
-            // is counted once); later ones find it already closing.
-            Err(Refused::Full) if self.close(close::TRY_AGAIN_LATER) => {
-                Err(PushError::SlowConsumer)
-            }
-            Err(Refused::Full) => Err(PushError::Closed),
-        }
+        self.socket().push(frame)
     }
 
     /// Sends a response, a ping or a close frame, never waiting and never
@@ -687,11 +755,110 @@ impl Peer {
     /// Closes the connection with `code` before what is queued (after the
     /// write in flight); true when this call was the first (its code wins).
     pub fn close(&self, code: u16) -> bool {
-        let first = self.socket().closer.close(code);
-        if first {
-            let _ = self.socket().put(&Frame::close(code), Mode::CloseFirst);
+        self.socket().close(code)
+    }
+}
+
+/// Subscribers a fan-out frames for before it sends to any of them: a
+/// chunk bounds [`Fanout`]'s buffer (about 16 KiB of ~250-byte pushes)
+/// whatever the audience.
+const FANOUT_CHUNK: usize = 64;
+
+/// One change's pushes to many sockets, in passes per chunk of
+/// subscribers: [`Fanout::add`] frames each subscriber's push into one
+/// buffer; then every socket of the chunk is fetched, and every frame is
+/// handed to its socket as [`Peer::push_shared`] would (written at once
+/// when nothing waits, else queued; 1013 when it does not fit).
+///
+/// Why: a push's system call runs the loopback receiver's TCP stack too,
+/// and what it touches evicts the fan-out's own data. Reading a
+/// subscriber's entry, its eid and its socket state between two sends
+/// missed the cache several times per push, one miss after the other
+/// (`perf annotate` of the fan-out: most of its user time, on the loads of
+/// the next subscriber). Each socket also lies on a page of its own, and a
+/// TLB miss holds up even a prefetch until its page walk is done. Framed
+/// first, with no system call in between, the misses overlap; so do the
+/// page walks of the sockets fetched back to back; the sends then read a
+/// compact list, a buffer the framing just wrote and mapped pages.
+pub struct Fanout<'a> {
+    /// The frames of the chunk, back to back.
+    wire: Vec<u8>,
+    /// Each frame's socket and where the frame ends in `wire`.
+    targets: Vec<(&'a Socket, usize)>,
+    sent: u64,
+    slow: u64,
+}
+
+impl<'a> Default for Fanout<'a> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Fanout<'a> {
+    pub fn new() -> Self {
+        let mut wire = FANOUT_WIRE.take();
+        wire.clear();
+        Self {
+            wire,
+            targets: Vec::with_capacity(FANOUT_CHUNK),
+            sent: 0,
+            slow: 0,
         }
-        first
+    }
+
+    /// Adds `push` for `peer`'s subscription `eid_json` (a JSON string
+    /// literal); sent by the time [`Fanout::finish`] returns, in the order
+    /// added.
+    pub fn add(&mut self, peer: &'a Peer, push: &SharedPush, eid_json: &str) {
+        let socket: &'a Socket = &peer.socket;
+        let [head, eid, tail] = push.parts(eid_json);
+        Frame::new(
+            opcode::TEXT,
+            None,
+            [head.as_bytes(), eid.as_bytes(), tail.as_bytes()],
+        )
+        .encode(&mut self.wire);
+        self.targets.push((socket, self.wire.len()));
+        if self.targets.len() == FANOUT_CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Sends what was added: (pushes sent, subscribers closed as slow
+    /// consumers by this fan-out).
+    pub fn finish(mut self) -> (u64, u64) {
+        self.flush();
+        let wire = std::mem::take(&mut self.wire);
+        if wire.capacity() <= KEEP_CAPACITY * 4 {
+            FANOUT_WIRE.set(wire);
+        }
+        (self.sent, self.slow)
+    }
+
+    fn flush(&mut self) {
+        // Every socket of the chunk first, in a loop with nothing else in
+        // it: each lies on a page of its own, whose TLB miss holds up even
+        // a prefetch until the page walk is done (`perf annotate`); issued
+        // back to back, those walks overlap instead of stalling one push
+        // each, and the sends below find the pages mapped.
+        for &(socket, _) in &self.targets {
+            prefetch(std::ptr::from_ref(socket).cast());
+        }
+        let mut start = 0;
+        for (i, &(socket, end)) in self.targets.iter().enumerate() {
+            if let Some(&(next, _)) = self.targets.get(i + 1) {
+                prefetch(std::ptr::from_ref(next).cast());
+            }
+            match socket.push(&Frame::encoded(&self.wire[start..end])) {
+                Ok(()) => self.sent += 1,
+                Err(PushError::SlowConsumer) => self.slow += 1,
+                Err(PushError::Closed) => {}
+            }
+            start = end;
+        }
+        self.targets.clear();
+        self.wire.clear();
     }
 }
 
@@ -1109,6 +1276,83 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_fanout_sends_what_push_shared_sends_to_every_peer_in_order() {
+        let hub = Hub::default();
+        // More subscribers than one chunk, each on a socket of its own.
+        let mut peers = Vec::new();
+        let mut reads = Vec::new();
+        for _ in 0..FANOUT_CHUNK * 2 + 3 {
+            let (peer, q) = hub.register(SEND_QUEUE_BYTES);
+            let (read, _writer) = writing(q, 1 << 16).await;
+            peers.push(peer);
+            reads.push(read);
+        }
+        let (single, q) = hub.register(SEND_QUEUE_BYTES);
+        let (mut single_read, _writer) = writing(q, 1 << 16).await;
+        for version in [2, 3] {
+            let push = SharedPush::new("hall_update", &format!(r#"{{"version":{version}}}"#), 1234);
+            let mut fanout = Fanout::new();
+            for p in &peers {
+                fanout.add(p, &push, r#""s\"1""#);
+            }
+            assert_eq!(fanout.finish(), (peers.len() as u64, 0));
+            single.push_shared(&push, r#""s\"1""#).expect("sent");
+        }
+        let expected = read_frames(&mut single_read, 2).await;
+        assert_eq!(
+            texts(&WireFrame::parse(&expected)),
+            vec![
+                r#"{"type":"hall_update","data":{"version":2},"eid":"s\"1","ts":1234}"#,
+                r#"{"type":"hall_update","data":{"version":3},"eid":"s\"1","ts":1234}"#,
+            ]
+        );
+        for read in &mut reads {
+            assert_eq!(
+                read_frames(read, 2).await,
+                expected,
+                "byte for byte, in order"
+            );
+        }
+    }
+
+    /// Reads until `n` whole frames arrived.
+    async fn read_frames(read: &mut ReadHalf<SimplexStream>, n: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while WireFrame::parse(&bytes).len() < n {
+            let mut buf = [0u8; 512];
+            let got = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf))
+                .await
+                .expect("frames arrive")
+                .expect("read");
+            bytes.extend_from_slice(&buf[..got]);
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_fanout_push_that_does_not_fit_closes_with_1013_once() {
+        let hub = Hub::default();
+        let (full, mut q) = hub.register(1000);
+        let (ok, _q2) = hub.register(1000);
+        // No writer: everything is queued.
+        full.push(text(400)).expect("queued");
+        full.push(text(400)).expect("queued");
+        let push = SharedPush::new("hall_update", &"1".repeat(400), 1);
+        let mut fanout = Fanout::new();
+        fanout.add(&full, &push, "\"e\"");
+        fanout.add(&ok, &push, "\"e\"");
+        assert_eq!(fanout.finish(), (1, 1), "one sent, one slow consumer");
+        assert_eq!(q.closer().code(), Some(close::TRY_AGAIN_LATER));
+        let queued = q.take_frames();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert_eq!(queued[0].close_code(), Some(close::TRY_AGAIN_LATER));
+        // Closing already: not counted again.
+        let mut fanout = Fanout::new();
+        fanout.add(&full, &push, "\"e\"");
+        assert_eq!(fanout.finish(), (0, 0));
+    }
+
     /// What an idle socket keeps beside its tasks: the shared state, no
     /// buffer (a queue of tokio's took 1.8 KiB per socket).
     #[test]
@@ -1118,5 +1362,19 @@ mod tests {
             "{}",
             std::mem::size_of::<Socket>()
         );
+        // What a push reads (the close code, the lock, `Out` up to its
+        // sink, the queue's count) lies in the two cache lines
+        // [`prefetch`] fetches from the socket's start.
+        let hub = Hub::default();
+        let (peer, _q) = hub.register(SEND_QUEUE_BYTES);
+        let socket: &Socket = &peer.socket;
+        let base = std::ptr::from_ref(socket) as usize;
+        assert_eq!(base % 64, 0, "aligned to a cache line");
+        let out = std::ptr::from_ref(&*socket.lock()) as usize - base;
+        let lock = std::mem::offset_of!(Socket, out);
+        let lock_end = lock + std::mem::size_of::<Mutex<Out>>();
+        assert!(lock_end <= 128 - 8, "the lock and Out end at {lock_end}");
+        assert!(out >= lock && out + std::mem::offset_of!(Out, writer) <= 128);
+        assert!(std::mem::offset_of!(Socket, queued) + 8 <= 128);
     }
 }
