@@ -19,6 +19,18 @@ async fn writer_counts(server: &Server) -> (f64, f64) {
     )
 }
 
+/// Waits until exactly one of the server's pooled connections waits for a lock.
+async fn one_waits_for_a_lock(app: &TestApp, what: &str) {
+    eventually(what, Duration::from_secs(10), || async {
+        app.db
+            .scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'marquee' AND datname = current_database()")
+            .await
+            .as_deref()
+            == Some("1")
+    })
+    .await;
+}
+
 fn version(v: &Value) -> i64 {
     v["version"]
         .as_i64()
@@ -87,14 +99,7 @@ async fn changes_that_arrive_together_share_a_transaction_and_answer_as_alone() 
         .send("hold_seats", seat_data(&s0.0, &s0.1[..1]))
         .await
         .expect("send");
-    eventually("the first hold waits for the lock", Duration::from_secs(10), || async {
-        app.db
-            .scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'marquee' AND datname = current_database()")
-            .await
-            .as_deref()
-            == Some("1")
-    })
-    .await;
+    one_waits_for_a_lock(&app, "the first hold waits for the lock").await;
     let e1 = users[1]
         .send("book_seats", seat_data(&s1.0, &s1.1[..1]))
         .await
@@ -221,14 +226,7 @@ async fn a_screening_stuck_behind_a_lock_does_not_stop_the_others() {
         .send("hold_seats", seat_data(&s, &seats[..1]))
         .await
         .expect("send");
-    eventually("Alice's hold waits for the lock", Duration::from_secs(10), || async {
-        app.db
-            .scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'marquee' AND datname = current_database()")
-            .await
-            .as_deref()
-            == Some("1")
-    })
-    .await;
+    one_waits_for_a_lock(&app, "Alice's hold waits for the lock").await;
     // Bob's changes of another screening go on beside it.
     let b = bob.hold(&other, &other_seats[..1]).await.data();
     assert!(b["expires_at"].is_string(), "{b}");
@@ -286,14 +284,7 @@ async fn a_change_stuck_in_a_batch_runs_again_alone_while_the_others_commit() {
         .send("hold_seats", seat_data(&b, &b_seats[..1]))
         .await
         .expect("send");
-    eventually("Bob's hold waits", Duration::from_secs(10), || async {
-        app.db
-            .scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'marquee' AND datname = current_database()")
-            .await
-            .as_deref()
-            == Some("1")
-    })
-    .await;
+    one_waits_for_a_lock(&app, "Bob's hold waits").await;
     let ea = alice
         .send("hold_seats", seat_data(&a, &a_seats[..1]))
         .await
@@ -311,14 +302,7 @@ async fn a_change_stuck_in_a_batch_runs_again_alone_while_the_others_commit() {
     // alone; Carol's, in the same batch, commits meanwhile.
     let rc = carol.response(&ec).await;
     assert!(rc["data"]["expires_at"].is_string(), "{rc}");
-    eventually("Alice's hold waits alone", Duration::from_secs(10), || async {
-        app.db
-            .scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'marquee' AND datname = current_database()")
-            .await
-            .as_deref()
-            == Some("1")
-    })
-    .await;
+    one_waits_for_a_lock(&app, "Alice's hold waits alone").await;
     seat_lock.batch_execute("COMMIT").await.expect("commit");
     let ra = alice.response(&ea).await;
     assert!(ra["data"]["expires_at"].is_string(), "{ra}");
