@@ -165,10 +165,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             "PostgreSQL CPU",
             cpu_line(cpu.postgres_s, &cpu, per(cpu.postgres_s), "pair"),
         ),
-        row(
-            "other load on the machine",
-            format!("{:.0}% of a core", cpu.pct(cpu.other_s)),
-        ),
+        row("other load on the machine", cpu.other_line()),
         row(
             "check",
             format!(

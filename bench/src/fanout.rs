@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::client::{connect_many, register_users, run_id, Conn};
 use crate::fixtures::{self, Plan};
 use crate::procfs::CpuUse;
+use crate::stalls::StallProbe;
 use crate::stats::{big, emit, round1, round3, row, Latency};
 use crate::subs::Subscribers;
 use crate::Target;
@@ -131,6 +132,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         metrics: Value,
     }
     let mut steps = Vec::new();
+    let probe_stalls = StallProbe::start(base);
     for &rate in &a.rates {
         let n = drivers_for(rate, a.halls, per_conn);
         // Driver sockets are opened per step: an idle socket nobody reads
@@ -191,6 +193,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let results = subs.finish().await;
+    let stalls = probe_stalls.finish();
 
     // Match every receipt to the change that caused it.
     let mut sent: HashMap<(u32, i64), (u64, usize)> = HashMap::new();
@@ -200,6 +203,9 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         }
     }
     let mut lat: Vec<Vec<u64>> = vec![Vec::new(); steps.len()];
+    // Pushes whose way saw no late wake-up of the machine of 5 ms or more, and the slow ones that did.
+    let mut clear: Vec<Vec<u64>> = vec![Vec::new(); steps.len()];
+    let mut slow = vec![(0u64, 0u64); steps.len()];
     let mut delivered = vec![0u64; steps.len()];
     let mut unmatched = 0u64;
     let (mut gaps, mut snapshots, mut closed) = (0, 0, 0);
@@ -212,7 +218,16 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
                 Some(&(sent_at, i)) => {
                     let (w0, w1) = steps[i].window;
                     if sent_at >= w0 && sent_at < w1 {
-                        lat[i].push(at.saturating_sub(sent_at));
+                        let took = at.saturating_sub(sent_at);
+                        lat[i].push(took);
+                        let stalled = stalls.overlaps(sent_at, at, STALL);
+                        if !stalled {
+                            clear[i].push(took);
+                        }
+                        if took > SLOW {
+                            slow[i].0 += 1;
+                            slow[i].1 += u64::from(stalled);
+                        }
                     }
                     if at >= w0 && at < w1 {
                         delivered[i] += 1;
@@ -241,6 +256,8 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         let latency = Latency::of(&mut lat[i]);
         let missing = expected.saturating_sub(latency.n as u64);
         let rtt = Latency::of(&mut s.out.rtts);
+        let outside = Latency::of(&mut clear[i]);
+        let machine = stalls.summary(w0, w1);
         let pushes_per_s = delivered[i] as f64 / secs;
         let changes_per_s = changes_in_window as f64 / secs;
         let per = |x: Option<f64>, n: f64| x.filter(|_| n > 0.0).map(|x| round3(x * 1e6 / n));
@@ -261,6 +278,10 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             "pushes_per_s": round1(pushes_per_s),
             "latency_ms": latency,
             "request_rtt_ms": rtt,
+            "latency_ms_outside_stalls": outside,
+            "pushes_over_10ms": slow[i].0,
+            "pushes_over_10ms_during_a_stall": slow[i].1,
+            "machine_stalls": machine,
             "missing_pushes": missing,
             "errors": s.out.errors,
             "server_cpu_us_per_push": server_us_per_push,
@@ -283,6 +304,21 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             row("pushes delivered/s", big(pushes_per_s)),
             row("change → subscriber p50/p95/p99/max", latency.line()),
             row("request round trip", rtt.line()),
+            row(
+                "pushes over 10 ms (of them during a stall)",
+                format!("{} ({})", slow[i].0, slow[i].1),
+            ),
+            row("… pushes that saw no stall", outside.line()),
+            row(
+                "machine stalls ≥ 5 / ≥ 10 ms, longest, summed",
+                format!(
+                    "{} / {}, {} ms, {} ms",
+                    machine["over_5ms"],
+                    machine["over_10ms"],
+                    machine["max_ms"],
+                    machine["stalled_ms"]
+                ),
+            ),
             row("missing pushes", missing.to_string()),
             row("errors", format!("{:?}", s.out.errors)),
             row(
@@ -299,10 +335,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
                 "load generator CPU",
                 cpu_line(Some(s.cpu.bench_s), &s.cpu, bench_us_per_push, "push"),
             ),
-            row(
-                "other load on the machine",
-                format!("{:.0}% of a core", s.cpu.pct(s.cpu.other_s)),
-            ),
+            row("other load on the machine", s.cpu.other_line()),
         ];
         emit(
             &format!(
@@ -327,6 +360,11 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// A late wake-up of the machine this long or more counts as a stall.
+const STALL: u64 = 5_000_000;
+/// A push slower than this misses the latency target.
+const SLOW: u64 = 10_000_000;
 
 /// Drivers for a rate: at least one per hall, each under the per-connection rate.
 fn drivers_for(rate: f64, halls: usize, per_conn: f64) -> usize {
@@ -416,6 +454,7 @@ pub fn cpu_pct(c: &CpuUse) -> Value {
         "postgres": c.postgres_s.map(|s| round1(c.pct(s))),
         "bench": round1(c.pct(c.bench_s)),
         "other": round1(c.pct(c.other_s)),
+        "steal": round1(c.pct(c.steal_s)),
         "machine": round1(c.pct(c.machine_busy_s)),
     })
 }

@@ -300,10 +300,7 @@ async fn measure(t: &Target, a: &Args, cfg: &Config, probe: &Probe, durable: boo
             "load generator CPU",
             format!("{:.0}% of a core", cpu.pct(cpu.bench_s)),
         ),
-        row(
-            "other load on the machine",
-            format!("{:.0}% of a core", cpu.pct(cpu.other_s)),
-        ),
+        row("other load on the machine", cpu.other_line()),
     ];
     emit(
         &format!(

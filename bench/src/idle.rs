@@ -160,10 +160,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
             "load generator CPU",
             format!("{:.0}% of a core", cpu.pct(cpu.bench_s)),
         ),
-        row(
-            "other load on the machine",
-            format!("{:.0}% of a core", cpu.pct(cpu.other_s)),
-        ),
+        row("other load on the machine", cpu.other_line()),
         row("server says connections", format!("{server_conns:?}")),
     ];
     emit(

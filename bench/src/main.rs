@@ -29,6 +29,7 @@ mod pgbench;
 mod procfs;
 mod report;
 mod rush;
+mod stalls;
 mod stats;
 mod subs;
 

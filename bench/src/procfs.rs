@@ -56,10 +56,13 @@ pub fn parent_of(pid: u32) -> Option<u32> {
 }
 
 /// (busy, total) ticks of the whole machine from `/proc/stat`.
-fn machine() -> (u64, u64) {
+/// The machine's (busy, total, steal) ticks; steal is time the hypervisor
+/// ran something else while one of our CPUs had work (other tenants of the
+/// host), counted as busy.
+fn machine() -> (u64, u64, u64) {
     let s = fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     let v: Vec<u64> = line
         .split_whitespace()
@@ -69,7 +72,8 @@ fn machine() -> (u64, u64) {
     // user nice system idle iowait irq softirq steal (guest is in user).
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total.saturating_sub(idle), total)
+    let steal = v.get(7).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total, steal)
 }
 
 /// Every process's (ticks, ppid), read once.
@@ -167,6 +171,7 @@ pub struct Sample {
     bench: u64,
     busy: u64,
     total: u64,
+    steal: u64,
 }
 
 impl Probe {
@@ -180,7 +185,7 @@ impl Probe {
                 .map(|(_, (t, _))| *t)
                 .sum()
         });
-        let (busy, total) = machine();
+        let (busy, total, steal) = machine();
         Sample {
             at: Instant::now(),
             server: self.server.and_then(ticks),
@@ -192,6 +197,7 @@ impl Probe {
             bench: ticks(std::process::id()).unwrap_or(0),
             busy,
             total,
+            steal,
         }
     }
 }
@@ -210,6 +216,9 @@ pub struct CpuUse {
     /// Busy time not accounted to the server, PostgreSQL or the load
     /// generator: other work on the machine (and kernel time in interrupts).
     pub other_s: f64,
+    /// The part of `other_s` the hypervisor gave to other tenants of the
+    /// host while our CPUs had work: a stall of whatever ran, ours included.
+    pub steal_s: f64,
     /// Cores of the machine (busy time can reach wall_s × cores).
     pub cores: f64,
 }
@@ -227,6 +236,7 @@ impl CpuUse {
         let bench_s = b.bench.saturating_sub(a.bench) as f64 / tck;
         let machine_busy_s = b.busy.saturating_sub(a.busy) as f64 / tck;
         let total_s = b.total.saturating_sub(a.total) as f64 / tck;
+        let steal_s = b.steal.saturating_sub(a.steal) as f64 / tck;
         let wall_s = b.at.duration_since(a.at).as_secs_f64();
         let other_s =
             (machine_busy_s - server_s.unwrap_or(0.0) - postgres_s.unwrap_or(0.0) - bench_s)
@@ -239,12 +249,22 @@ impl CpuUse {
             bench_s,
             machine_busy_s,
             other_s,
+            steal_s,
             cores: if wall_s > 0.0 {
                 (total_s / wall_s).round()
             } else {
                 0.0
             },
         }
+    }
+
+    /// The other load on the machine as the reports print it.
+    pub fn other_line(&self) -> String {
+        format!(
+            "{:.0}% of a core ({:.0}% stolen by the hypervisor)",
+            self.pct(self.other_s),
+            self.pct(self.steal_s)
+        )
     }
 
     /// A share of one core, in percent.

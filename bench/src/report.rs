@@ -452,10 +452,32 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
         note: String::new(),
     };
     let mut kernel = Vec::new();
+    let mut loads = Vec::new();
     for l in &point {
         if let Some(v) = l["latency_ms"]["p99"].as_f64() {
             lat.runs.push((v, None, None));
             lat.other.push(other(l));
+            // Steal stalls whatever runs: a tail follows it (docs/benchmarks.md, session 7).
+            let c = &l["cpu_pct_of_core"];
+            let load = match c["steal"].as_f64() {
+                Some(steal) => format!("{:.0} % of a core ({steal:.0} stolen)", other(l)),
+                None => format!("{:.0} % of a core", other(l)),
+            };
+            let stalls = match (
+                l["pushes_over_10ms"].as_f64(),
+                l["pushes_over_10ms_during_a_stall"].as_f64(),
+                l["latency_ms_outside_stalls"]["p99"].as_f64(),
+            ) {
+                (Some(slow), Some(stalled), Some(clear)) if slow > 0.0 => format!(
+                    ", {:.0} % of pushes over 10 ms during a machine stall ≥ 5 ms, p99 of the others {clear:.2} ms",
+                    100.0 * stalled / slow
+                ),
+                (Some(_), Some(_), Some(clear)) => {
+                    format!(", no push over 10 ms, p99 outside stalls {clear:.2} ms")
+                }
+                _ => String::new(),
+            };
+            loads.push(format!("{load}{stalls}"));
         }
         let pushes =
             l["pushes_per_s"].as_f64().unwrap_or(0.0) * l["duration_s"].as_f64().unwrap_or(0.0);
@@ -472,6 +494,9 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
     }
     if let Some(k) = median(&kernel) {
         utime.note = format!("kernel time beside it: {k:.2} µs per push (median)");
+    }
+    if !loads.is_empty() {
+        lat.note = format!("other load per run: {}", loads.join("; "));
     }
     rows.push(lat);
     rows.push(utime);

@@ -473,7 +473,7 @@ pub async fn run(t: &Target, a: &Args) -> Result<()> {
         row("server CPU", cpu_line(cpu.server_s, &cpu, per(cpu.server_s), "change")),
         row("PostgreSQL CPU", cpu_line(cpu.postgres_s, &cpu, per(cpu.postgres_s), "change")),
         row("load generator CPU", format!("{:.0}% of a core", cpu.pct(cpu.bench_s))),
-        row("other load on the machine", format!("{:.0}% of a core", cpu.pct(cpu.other_s))),
+        row("other load on the machine", cpu.other_line()),
         row(
             "check",
             format!(
