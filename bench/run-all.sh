@@ -138,6 +138,8 @@ for r in $(seq 1 "$RUNS"); do
     orphan_rule --clients 50 --screenings 10 --duration 20
     # Best available below saturation: 50 users over 10 screenings, count 2, 100 requests/s in all.
     b best --users 50 --screenings 10 --count 2 --pairs-per-s 2 --duration 15 --warmup 3
+    # The machine alone, nothing of ours running: its own late wake-ups and steal (src/stalls.rs).
+    b stalls --duration 15
   fi
 done
 if [ "${EXTRA:-}" = 1 ] && [ "${QUICK:-}" != 1 ]; then

@@ -10,6 +10,7 @@
 //!   procfs    CPU and RSS of the server, PostgreSQL and ourselves
 //!   stats     percentiles, the JSON line and the human table
 //!   fanout, rush, book, idle   the scenarios
+//!   stalls    the machine's own late wake-ups (steal), beside fanout or alone
 //!   floor     PostgreSQL's own rate for the design's seat change, the
 //!             yardstick the rush and book figures are divided by
 //!   pgbench   runs bench/pgbench.sh for the same SQL, same run
@@ -64,6 +65,8 @@ enum Scenario {
     Floor(floor::Args),
     /// N idle logged-in sockets: RSS per socket, logged-in connects/s.
     Idle(idle::Args),
+    /// The machine alone: late wake-ups of a pinned 1 ms sleeper per CPU, and the host's steal time.
+    Stalls(stalls::Args),
     /// Markdown tables and the latency chart from the JSON lines of earlier runs.
     Report(report::Args),
 }
@@ -171,7 +174,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let t = &cli.target;
-    if !matches!(cli.scenario, Scenario::Report(_) | Scenario::Floor(_)) {
+    if !matches!(
+        cli.scenario,
+        Scenario::Report(_) | Scenario::Floor(_) | Scenario::Stalls(_)
+    ) {
         procfs::raise_nofile();
         client::wait_ready(&t.http_url, Duration::from_secs(30)).await?;
     }
@@ -182,6 +188,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Best(a) => best::run(t, a).await,
         Scenario::Idle(a) => idle::run(t, a).await,
         Scenario::Floor(a) => floor::run(t, a).await,
+        Scenario::Stalls(a) => stalls::run(t, a).await,
         Scenario::Report(a) => report::run(a),
     }
 }

@@ -223,6 +223,37 @@ pub fn markdown(lines: &[Value]) -> String {
         }
         out.push('\n');
     }
+    let stalled: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["machine_stalls"].is_object())
+        .collect();
+    if !stalled.is_empty() {
+        out.push_str("### machine stalls (late wake-ups of a pinned 1 ms sleeper per CPU)\n\n| label | during | seconds | ≥ 5 ms | ≥ 10 ms | longest ms | summed ms | stolen, % of a core | p99 ms / of pushes no stall touched | pushes over 10 ms / during a stall |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        for l in stalled {
+            let m = &l["machine_stalls"];
+            let during = match l["scenario"].as_str() {
+                Some("fanout") => format!("fanout @ {}/s", f(&l["target_changes_per_s"], 0)),
+                _ => "nothing of ours".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+                l["label"].as_str().unwrap_or(""),
+                during,
+                f(&l["duration_s"], 0),
+                m["over_5ms"],
+                m["over_10ms"],
+                f(&m["max_ms"], 1),
+                f(&m["stalled_ms"], 0),
+                f(&l["cpu_pct_of_core"]["steal"], 1),
+                f(&l["latency_ms"]["p99"], 2),
+                f(&l["latency_ms_outside_stalls"]["p99"], 2),
+                f(&l["pushes_over_10ms"], 0),
+                f(&l["pushes_over_10ms_during_a_stall"], 0),
+            );
+        }
+        out.push('\n');
+    }
     out
 }
 

@@ -11,7 +11,62 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use serde_json::{json, Value};
+
+use crate::fanout::cpu_pct;
+use crate::procfs::{CpuUse, Probe};
+use crate::stats::{emit, row};
+use crate::Target;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Seconds to watch.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+}
+
+/// `bench stalls`: the probe alone, with nothing else of ours running: what
+/// the machine does to a thread that only sleeps.
+pub async fn run(t: &Target, a: &Args) -> Result<()> {
+    let base = Instant::now();
+    let machine = Probe {
+        server: None,
+        postmaster: None,
+    };
+    let s0 = machine.sample();
+    let probe = StallProbe::start(base);
+    tokio::time::sleep(Duration::from_secs(a.duration)).await;
+    let stalls = probe.finish();
+    let cpu = CpuUse::between(&s0, &machine.sample());
+    let summary_ = stalls.summary(0, base.elapsed().as_nanos() as u64);
+    let summary = json!({
+        "scenario": "stalls",
+        "label": t.label,
+        "duration_s": a.duration,
+        "cpus": stalls.cpus,
+        "machine_stalls": summary_,
+        "cpu_pct_of_core": cpu_pct(&cpu),
+    });
+    let rows = vec![
+        row(
+            "late wake-ups ≥ 5 / ≥ 10 ms (all CPUs)",
+            format!("{} / {}", summary_["over_5ms"], summary_["over_10ms"]),
+        ),
+        row("longest", format!("{} ms", summary_["max_ms"])),
+        row(
+            "summed (≥ 2 ms each)",
+            format!("{} ms", summary_["stalled_ms"]),
+        ),
+        row("other load on the machine", cpu.other_line()),
+    ];
+    emit(
+        &format!("stalls over {} s, {} CPUs", a.duration, stalls.cpus),
+        &rows,
+        &summary,
+        t.out.as_deref(),
+    )
+}
 
 /// A wake-up later than this is noted.
 const NOTED: Duration = Duration::from_millis(2);
@@ -33,6 +88,7 @@ impl Stall {
 pub struct StallProbe {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Vec<Stall>>>,
+    cpus: usize,
 }
 
 impl StallProbe {
@@ -40,24 +96,29 @@ impl StallProbe {
     pub fn start(base: Instant) -> Self {
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..cpus)
+        let threads: Vec<_> = (0..cpus)
             .map(|cpu| {
                 let stop = stop.clone();
                 thread::spawn(move || probe(cpu, base, &stop))
             })
             .collect();
-        Self { stop, threads }
+        Self {
+            stop,
+            threads,
+            cpus,
+        }
     }
 
     pub fn finish(self) -> Stalls {
         self.stop.store(true, Ordering::Relaxed);
+        let cpus = self.cpus;
         let mut list: Vec<Stall> = self
             .threads
             .into_iter()
             .flat_map(|t| t.join().unwrap_or_default())
             .collect();
         list.sort_by_key(|s| s.from);
-        Stalls { list }
+        Stalls { list, cpus }
     }
 }
 
@@ -93,6 +154,7 @@ fn pin(cpu: usize) {
 /// The stalls every probe saw, by start.
 pub struct Stalls {
     list: Vec<Stall>,
+    cpus: usize,
 }
 
 impl Stalls {
@@ -131,6 +193,7 @@ mod tests {
     fn stalls(list: &[(u64, u64)]) -> Stalls {
         Stalls {
             list: list.iter().map(|&(from, to)| Stall { from, to }).collect(),
+            cpus: 1,
         }
     }
 
