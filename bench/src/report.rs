@@ -247,7 +247,7 @@ pub fn markdown(lines: &[Value]) -> String {
                 f(&m["stalled_ms"], 0),
                 f(&l["cpu_pct_of_core"]["steal"], 1),
                 f(&l["latency_ms"]["p99"], 2),
-                f(&l["latency_ms_outside_stalls"]["p99"], 2),
+                clear_p99(l).map_or("n/a".into(), |p| format!("{p:.2}")),
                 f(&l["pushes_over_10ms"], 0),
                 f(&l["pushes_over_10ms_during_a_stall"], 0),
             );
@@ -255,6 +255,15 @@ pub fn markdown(lines: &[Value]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The p99 of the pushes no machine stall touched; none when every push
+/// was touched (a saturated machine: our own load makes the late wake-ups).
+fn clear_p99(l: &Value) -> Option<f64> {
+    let clear = &l["latency_ms_outside_stalls"];
+    clear["p99"]
+        .as_f64()
+        .filter(|_| clear["n"].as_u64() > Some(0))
 }
 
 /// The median (the mean of the middle two for an even count).
@@ -497,7 +506,7 @@ pub fn targets(lines: &[Value], machine: Option<&str>) -> String {
             let stalls = match (
                 l["pushes_over_10ms"].as_f64(),
                 l["pushes_over_10ms_during_a_stall"].as_f64(),
-                l["latency_ms_outside_stalls"]["p99"].as_f64(),
+                clear_p99(l),
             ) {
                 (Some(slow), Some(stalled), Some(clear)) if slow > 0.0 => format!(
                     ", {:.0} % of pushes over 10 ms during a machine stall ≥ 5 ms, p99 of the others {clear:.2} ms",
