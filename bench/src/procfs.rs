@@ -55,8 +55,7 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     proc_stat(&pid.to_string()).map(|(_, p)| p)
 }
 
-/// (busy, total) ticks of the whole machine from `/proc/stat`.
-/// The machine's (busy, total, steal) ticks; steal is time the hypervisor
+/// The machine's (busy, total, steal) ticks from `/proc/stat`; steal is time the hypervisor
 /// ran something else while one of our CPUs had work (other tenants of the
 /// host), counted as busy.
 fn machine() -> (u64, u64, u64) {

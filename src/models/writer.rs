@@ -14,10 +14,9 @@
 //! at once, alone, as the plain call, on its request's own task: batches
 //! form only while a transaction is under way, so they cost no latency a
 //! lone request would not have paid waiting for the notify lock, and a lone
-//! change pays no hop through the writer's tasks (each a wake-up that can
-//! wait behind the fan-out on a busy worker thread: session 6 measured
-//! that as the p99 tail at 200 changes/s). The writer counts such a change
-//! as a running batch.
+//! change pays no hop through the writer task and a batch task (two task
+//! switches and wake-ups off the path of most changes below a rush). The
+//! writer counts such a change as a running batch.
 //! A batch may hold several changes of one screening; SQL runs them in
 //! screening order, which with the advisory lock every change takes first
 //! keeps the lock order of single calls (sql/47_seat_batch.sql). A batch
