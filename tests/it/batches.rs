@@ -31,6 +31,18 @@ async fn one_waits_for_a_lock(app: &TestApp, what: &str) {
     .await;
 }
 
+/// A DBA session holding the screening's version row in an open
+/// transaction: every change of the screening waits for it until `COMMIT`.
+async fn lock_version_row(db: &TestDb, screening: &str) -> tokio_postgres::Client {
+    let dba = db.psql().await;
+    dba.batch_execute(&format!(
+        "BEGIN; SELECT version FROM screening_versions WHERE screening_id = {screening} FOR UPDATE"
+    ))
+    .await
+    .expect("lock the version row");
+    dba
+}
+
 fn version(v: &Value) -> i64 {
     v["version"]
         .as_i64()
@@ -88,13 +100,7 @@ async fn changes_that_arrive_together_share_a_transaction_and_answer_as_alone() 
     let (changes0, transactions0) = writer_counts(&app.server).await;
 
     // The writer's first change waits for a row lock a DBA session holds, so the next ones queue behind it.
-    let dba = app.db.psql().await;
-    dba.batch_execute(&format!(
-        "BEGIN; SELECT version FROM screening_versions WHERE screening_id = {} FOR UPDATE",
-        s0.0
-    ))
-    .await
-    .expect("lock the version row");
+    let dba = lock_version_row(&app.db, &s0.0).await;
     let e0 = users[0]
         .send("hold_seats", seat_data(&s0.0, &s0.1[..1]))
         .await
@@ -185,12 +191,7 @@ async fn a_batch_of_one_change_per_transaction_runs_them_side_by_side() {
 
     // A DBA's lock keeps Alice's hold waiting; Bob's hold of another screening's seat is not stuck behind it.
     let (other, other_seats) = screening(&app.db, 1, 2, DAY).await;
-    let dba = app.db.psql().await;
-    dba.batch_execute(&format!(
-        "BEGIN; SELECT version FROM screening_versions WHERE screening_id = {s} FOR UPDATE"
-    ))
-    .await
-    .expect("lock");
+    let dba = lock_version_row(&app.db, &s).await;
     let ea = alice
         .send("hold_seats", seat_data(&s, &seats[..1]))
         .await
@@ -216,12 +217,7 @@ async fn a_screening_stuck_behind_a_lock_does_not_stop_the_others() {
     let (mut alice, _, _) = logged_in(&app.server, "stuck_alice").await;
     let (mut bob, _, _) = logged_in(&app.server, "stuck_bob").await;
 
-    let dba = app.db.psql().await;
-    dba.batch_execute(&format!(
-        "BEGIN; SELECT version FROM screening_versions WHERE screening_id = {s} FOR UPDATE"
-    ))
-    .await
-    .expect("lock");
+    let dba = lock_version_row(&app.db, &s).await;
     let ea = alice
         .send("hold_seats", seat_data(&s, &seats[..1]))
         .await
@@ -273,13 +269,7 @@ async fn a_change_stuck_in_a_batch_runs_again_alone_while_the_others_commit() {
         ))
         .await
         .expect("lock a seat");
-    let version_lock = app.db.psql().await;
-    version_lock
-        .batch_execute(&format!(
-            "BEGIN; SELECT version FROM screening_versions WHERE screening_id = {b} FOR UPDATE"
-        ))
-        .await
-        .expect("lock a version row");
+    let version_lock = lock_version_row(&app.db, &b).await;
     let eb = bob
         .send("hold_seats", seat_data(&b, &b_seats[..1]))
         .await
